@@ -1,0 +1,227 @@
+"""The Python API, in docker-py's shape.
+
+::
+
+    from engine import Engine
+
+    engine = Engine()                                   # or Engine(root="/tmp/dy")
+    engine.containers.run("busybox", ["echo", "hi"])    # b"hi\\n" (raises ContainerError on failure)
+    c = engine.containers.create("busybox", "sleep 1")  # a Container in state "created"
+    engine.containers.list(all=True)
+    engine.containers.get("my-name").remove(force=True)
+    engine.images.list(); engine.images.get("busybox")
+
+Like docker-py, ``containers.run`` without ``detach`` returns the output and
+raises :class:`~engine.errors.ContainerError` when the command fails; if the
+image is missing it is "pulled" -- for ``busybox`` that means built from the
+host's static busybox, since there is no registry to pull from here.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+
+from .content import ContentStore
+from .errors import ContainerError, HostNotSupported, ImageNotFound, InvalidReference
+from .image import reference
+from .image.store import Image, ImageStore
+from .layout import Layout
+from .runtime.container import Container, ContainerStore, merge_config
+from .snapshot import Snapshotter, check_upper_filesystem
+
+
+class Engine:
+    """One Dockyard root and everything in it. Cheap to create: nothing is
+    touched on disk until a command needs it."""
+
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.layout = Layout(root)
+        self.content = ContentStore(self.layout)
+        self.image_store = ImageStore(self.layout, self.content)
+        self.snapshots = Snapshotter(self.layout, self.content)
+        self.images = ImageCollection(self)
+        self.containers = ContainerCollection(self)
+
+    @property
+    def root(self):
+        return self.layout.root
+
+    def __repr__(self) -> str:
+        return f"<Engine root={str(self.layout.root)!r}>"
+
+    def check_host(self) -> None:
+        """Refuse early, with one clear line, on a host that cannot run containers."""
+        if os.geteuid() != 0:
+            raise HostNotSupported("running containers needs root: namespaces, mounts and "
+                                   "pivot_root require CAP_SYS_ADMIN (try sudo)")
+        try:
+            with open("/proc/filesystems") as f:
+                have_overlay = any(line.split()[-1] == "overlay" for line in f if line.strip())
+        except OSError:
+            have_overlay = False
+        if not have_overlay:
+            raise HostNotSupported("overlayfs is not available in this kernel (no 'overlay' in "
+                                   "/proc/filesystems); load it with 'modprobe overlay'")
+        probe = self.layout.root if self.layout.root.exists() else self.layout.root.parent
+        while not probe.exists():
+            probe = probe.parent
+        check_upper_filesystem(probe)
+
+
+class ImageCollection:
+    """``engine.images``: look up, list and make images."""
+
+    def __init__(self, engine: Engine):
+        self._engine = engine
+
+    def get(self, name: str) -> Image:
+        """An image by reference (``busybox``, ``busybox:latest``) or ID (prefix)."""
+        from .image import base
+
+        try:
+            if str(reference.parse(name)) == base.SCRATCH:
+                return base.scratch_image()
+        except InvalidReference:
+            if not reference.looks_like_id(name):
+                raise
+        scratch = base.scratch_image()
+        if name in (scratch.id, scratch.manifest_digest):
+            return scratch
+        return self._engine.image_store.get(name)
+
+    def list(self, name: str | None = None, all: bool = False) -> list[Image]:
+        images = self._engine.image_store.list()
+        if name is not None:
+            wanted = reference.parse(name)
+            has_tag = ":" in name.rsplit("/", 1)[-1]
+            images = [im for im in images if any(
+                (reference.parse(t).familiar_name == wanted.familiar_name
+                 and (not has_tag or reference.parse(t).tag == wanted.tag)) for t in im.tags)]
+        return images
+
+    def build_busybox(self, binary: str | None = None, tag: str = "busybox:latest") -> Image:
+        """Make ``busybox:latest`` from the host's static busybox (see image/base.py)."""
+        from .image import base
+
+        return base.build_busybox(self._engine.image_store, binary or base.BUSYBOX_BINARY, tag)
+
+    def pull(self, name: str) -> Image:
+        """Get an image that is not here. Without a registry (a later feature),
+        only ``busybox`` can be made, from the host's static busybox."""
+        ref = reference.parse(name)
+        if ref.familiar_name == "busybox" and ref.tag == "latest" and ref.digest is None:
+            return self.build_busybox()
+        raise ImageNotFound(f"No such image: {ref} (there is no registry configured; "
+                            "only busybox:latest can be made locally)")
+
+    def get_or_pull(self, name: str, on_pull=None) -> Image:
+        try:
+            return self.get(name)
+        except ImageNotFound:
+            ref = reference.parse(name)  # a malformed name is a usage error, not a miss
+            if on_pull is not None:
+                on_pull(str(ref))
+            return self.pull(name)
+
+
+class ContainerCollection:
+    """``engine.containers``: create, run, find, list."""
+
+    def __init__(self, engine: Engine):
+        self._engine = engine
+        self._store = ContainerStore(engine)
+
+    def create(self, image: str | Image, command=None, *, name: str | None = None,
+               environment=None, working_dir: str | None = None, hostname: str | None = None,
+               entrypoint=None, auto_remove: bool = False, on_pull=None) -> Container:
+        """Make a container (state ``created``) without starting it."""
+        self._engine.check_host()
+        if isinstance(image, Image):
+            img, image_name = image, (image.tags[0] if image.tags else image.id)
+        else:
+            img, image_name = self._engine.images.get_or_pull(image, on_pull), image
+        if img.manifest_digest == _scratch_digest():
+            from .image import base
+            base.store_scratch(self._engine.content)
+        config = merge_config(img, command=command, entrypoint=entrypoint,
+                              environment=environment, working_dir=working_dir,
+                              hostname=hostname, image_name=image_name)
+        return self._store.create(img, config, name=name, auto_remove=auto_remove,
+                                  image_name=image_name)
+
+    def run(self, image: str | Image, command=None, *, stdout: bool = True, stderr: bool = False,
+            remove: bool = False, **kwargs) -> bytes:
+        """Run a container to completion and return its output (docker-py semantics).
+
+        Raises :class:`~engine.errors.ContainerError` if it exits non-zero;
+        ``remove=True`` deletes it afterwards either way.
+        """
+        container = self.create(image, command, auto_remove=remove, **kwargs)
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        fds = {"out_r": out_r, "out_w": out_w, "err_r": err_r, "err_w": err_w, "devnull": devnull}
+        chunks = {"stdout": [], "stderr": [], "both": []}
+
+        def close(*keys):
+            for key in keys:
+                if fds[key] >= 0:
+                    os.close(fds[key])
+                    fds[key] = -1
+
+        def drain(_process):
+            # The container holds its own copies now; ours must go or we
+            # would never see end-of-file.
+            close("out_w", "err_w", "devnull")
+            _drain({out_r: "stdout", err_r: "stderr"}, chunks)
+
+        try:
+            try:
+                status = container.run((devnull, out_w, err_w), on_start=drain)
+            finally:
+                close(*fds)
+        except BaseException:
+            if remove:
+                self._store.remove(container, force=True)
+            raise
+        if remove:
+            self._store.remove(container, force=True)
+        if status != 0:
+            raise ContainerError(container, status, " ".join(container.argv()),
+                                 container.attrs["Config"]["Image"], b"".join(chunks["stderr"]))
+        if stdout and stderr:
+            return b"".join(chunks["both"])
+        return b"".join(chunks["stdout" if stdout else "stderr"]) if (stdout or stderr) else b""
+
+    def get(self, container_id: str) -> Container:
+        return self._store.get(container_id)
+
+    def list(self, all: bool = False) -> list[Container]:
+        return self._store.list(all=all)
+
+    def remove(self, container: Container, force: bool = False) -> None:
+        self._store.remove(container, force=force)
+
+
+def _scratch_digest() -> str:
+    from .image import base
+    return base.scratch_image().manifest_digest
+
+
+def _drain(fds: dict[int, str], chunks: dict[str, list]) -> None:
+    """Read every fd until end-of-file, keeping stdout and stderr apart (and interleaved)."""
+    sel = selectors.DefaultSelector()
+    for fd in fds:
+        sel.register(fd, selectors.EVENT_READ)
+    open_fds = set(fds)
+    while open_fds:
+        for key, _ in sel.select():
+            data = os.read(key.fd, 65536)
+            if not data:
+                sel.unregister(key.fd)
+                open_fds.discard(key.fd)
+                continue
+            chunks[fds[key.fd]].append(data)
+            chunks["both"].append(data)
+    sel.close()

@@ -1,0 +1,1 @@
+"""Images: references, OCI manifests and configs, the tag index, base images."""

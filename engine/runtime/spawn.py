@@ -1,0 +1,252 @@
+"""Start a container process: the readable Python twin of ``_native/spawn.pyx``.
+
+Same function, same arguments, same protocol as the compiled spawner; read
+this one first. The difference is *how* the child is made:
+
+- the compiled spawner calls ``clone(2)`` with every ``CLONE_NEW*`` flag, so
+  its child is born in the new namespaces and runs only C until ``execve``;
+- this twin does what ``unshare --fork`` does: ``fork()``, then
+  ``unshare(2)`` in the child, then ``fork()`` again, because a new PID
+  namespace applies to the *children* of the process that made it
+  (pid_namespaces(7)). The grandchild is PID 1 of the new namespace; the
+  middle process waits for it, forwards signals to it and exits the same way
+  it did, so the engine sees one process either way.
+
+The twin runs Python between fork and exec, which is fine in a
+single-threaded program like the CLI or the tests, and is why the engine
+prefers the compiled module.
+
+Protocol (both spawners): ``spawn()`` returns ``(pid, sync_fd, error_fd)``.
+The child runs the ops in order; the ``OP_SYNC`` op blocks until the engine
+writes one byte to ``sync_fd``. A failing step is reported as two native
+int32 ``(step index, errno)`` on the error pipe (index ``len(ops)`` means the
+exec itself); a successful ``execve`` closes the pipe (it is O_CLOEXEC), so
+the engine reads end-of-file.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import fcntl
+import os
+import signal
+import socket
+import struct
+
+from . import plan as P
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+_libc.unshare.argtypes = [ctypes.c_int]
+_libc.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+_libc.mknod.argtypes = [ctypes.c_char_p, ctypes.c_uint, ctypes.c_ulong]
+_libc.syscall.restype = ctypes.c_long
+
+SYS_PIVOT_ROOT = 155  # x86_64 <asm/unistd_64.h>; aarch64 uses 41
+if os.uname().machine == "aarch64":
+    SYS_PIVOT_ROOT = 41
+MNT_DETACH = 2
+PR_SET_PDEATHSIG = 1
+SIOCGIFFLAGS = 0x8913
+SIOCSIFFLAGS = 0x8914
+IFF_UP = 0x1
+
+
+def _check(result: int) -> None:
+    """Turn a libc -1 return into OSError (errno from ctypes' private copy)."""
+    if result != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+
+
+def _loopback_up() -> None:
+    # struct ifreq is 16 bytes of name then a union; ifr_flags is a short.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        ifreq = fcntl.ioctl(s, SIOCGIFFLAGS, struct.pack("16sh22x", b"lo", 0))
+        flags = struct.unpack("16sh22x", ifreq)[1] | IFF_UP
+        fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sh22x", b"lo", flags))
+
+
+def _mkdir_p(path: bytes) -> None:
+    os.makedirs(path, mode=0o755, exist_ok=True)
+
+
+def run_op(op: P.Op, sync_read: int) -> None:
+    """Perform one step of the plan (raises OSError with the kernel's errno)."""
+    code = op.code
+    if code == P.OP_MOUNT:
+        _check(_libc.mount(op.source or None, op.path, op.fstype or None, op.flags, op.data or None))
+    elif code == P.OP_MKDIR:
+        try:
+            os.mkdir(op.path, op.mode)
+        except FileExistsError:
+            pass
+    elif code == P.OP_MKDIR_P:
+        _mkdir_p(op.path)
+    elif code == P.OP_MKNOD:
+        os.mknod(op.path, P.S_IFCHR | op.mode, op.dev)
+        os.chmod(op.path, op.mode)  # the umask may have cleared bits
+    elif code == P.OP_SYMLINK:
+        os.symlink(op.source, op.path)
+    elif code == P.OP_PIVOT_ROOT:
+        os.chdir(op.path)
+        _check(_libc.syscall(SYS_PIVOT_ROOT, b".", b"."))
+        _check(_libc.umount2(b".", MNT_DETACH))
+        os.chdir("/")
+    elif code == P.OP_SETHOSTNAME:
+        _check(_libc.sethostname(op.data, len(op.data)))
+    elif code == P.OP_LOOPBACK_UP:
+        _loopback_up()
+    elif code == P.OP_CHDIR:
+        os.chdir(op.path)
+    elif code == P.OP_PDEATHSIG:
+        _check(_libc.prctl(PR_SET_PDEATHSIG, ctypes.c_ulong(op.flags), 0, 0, 0))
+    elif code == P.OP_SYNC:
+        _wait_go(sync_read)
+    else:
+        raise OSError(errno.EINVAL, f"unknown op {code}")
+
+
+def _wait_go(sync_read: int) -> None:
+    while True:
+        try:
+            got = os.read(sync_read, 1)
+        except InterruptedError:
+            continue
+        if not got:
+            os._exit(125)  # the engine died before saying go
+        return
+
+
+def exec_command(argv: list[bytes], envp: list[bytes], search_path: bytes) -> None:
+    """execve argv[0], searching the container's PATH (see the compiled twin)."""
+    env = dict(item.split(b"=", 1) if b"=" in item else (item, b"") for item in envp)
+    file = argv[0]
+    if b"/" in file:
+        os.execve(file, argv, env)
+    seen_eacces = False
+    for directory in search_path.split(b":"):
+        if not directory:
+            continue
+        try:
+            os.execve(directory + b"/" + file, argv, env)
+        except OSError as e:
+            if e.errno == errno.EACCES:
+                seen_eacces = True
+            elif e.errno not in (errno.ENOENT, errno.ENOTDIR):
+                raise
+    raise OSError(errno.EACCES if seen_eacces else errno.ENOENT, "exec")
+
+
+def _report(error_write: int, stage: int, err: int, nops: int) -> None:
+    os.write(error_write, struct.pack("=ii", stage, err))
+    if stage == nops:
+        os._exit(127 if err in (errno.ENOENT, errno.ENOTDIR) else 126)
+    os._exit(125)
+
+
+def _container_side(flags, ops, argv, envp, search_path, stdio, sync_read, error_write) -> None:
+    """The grandchild: PID 1 of the new namespace. Never returns."""
+    for sig in range(1, signal.NSIG):
+        if sig not in (signal.SIGKILL, signal.SIGSTOP):
+            try:
+                signal.signal(sig, signal.SIG_DFL)
+            except (OSError, ValueError):
+                pass
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    try:
+        high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3) if fd >= 0 else -1 for fd in stdio]
+        for i, fd in enumerate(high):
+            if fd >= 0:
+                os.dup2(fd, i)  # dup2 clears close-on-exec on the new fd
+    except OSError as e:
+        _report(error_write, -1, e.errno or errno.EIO, len(ops))
+    # Only 0, 1 and 2 may survive execve.
+    for fd in os.listdir("/proc/self/fd"):
+        fd = int(fd)
+        if fd > 2:
+            try:
+                os.set_inheritable(fd, False)
+            except OSError:
+                pass
+    for index, op in enumerate(ops):
+        try:
+            run_op(P.Op(*op), sync_read)
+        except OSError as e:
+            _report(error_write, index, e.errno or errno.EIO, len(ops))
+    try:
+        exec_command(argv, envp, search_path)
+    except OSError as e:
+        _report(error_write, len(ops), e.errno or errno.EIO, len(ops))
+
+
+def _middle(flags, ops, argv, envp, search_path, stdio, sync_read, error_write) -> None:
+    """The first child: unshare, fork PID 1, relay its fate. Never returns."""
+    try:
+        # A foreground container dies with the engine: the middle process
+        # must too, or the grandchild would outlive it.
+        if any(op[0] == P.OP_PDEATHSIG for op in ops):
+            _libc.prctl(PR_SET_PDEATHSIG, ctypes.c_ulong(signal.SIGKILL), 0, 0, 0)
+        _check(_libc.unshare(flags))
+    except OSError as e:
+        _report(error_write, -1, e.errno or errno.EIO, len(ops))
+    pid = os.fork()
+    if pid == 0:
+        _container_side(flags, ops, argv, envp, search_path, stdio, sync_read, error_write)
+        os._exit(125)
+    os.close(sync_read)
+    os.close(error_write)
+    forwarded = [signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT,
+                 signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH]
+    for sig in forwarded:
+        signal.signal(sig, lambda s, _f: os.kill(pid, s))
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            break
+        except InterruptedError:
+            continue
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        os.kill(os.getpid(), sig)
+    os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+
+
+def spawn(flags: int, ops: list, argv: list, envp: list, search_path: bytes, stdio: tuple):
+    """Fork a child in new namespaces that performs ``ops`` then execs ``argv``.
+
+    Arguments and result exactly as ``engine._native.spawn.spawn``:
+    returns ``(pid, sync_fd, error_fd)``.
+    """
+    if not argv:
+        raise ValueError("argv must not be empty")
+    if len(stdio) != 3:
+        raise ValueError("stdio must be three file descriptors")
+    argv = [a if isinstance(a, bytes) else str(a).encode() for a in argv]
+    envp = [e if isinstance(e, bytes) else str(e).encode() for e in envp]
+    for item in [*argv, *envp, search_path]:
+        if b"\0" in item:
+            raise ValueError(f"embedded NUL byte in {item!r}")
+    sync_read, sync_write = os.pipe2(os.O_CLOEXEC)
+    error_read, error_write = os.pipe2(os.O_CLOEXEC)
+    saved = signal.pthread_sigmask(signal.SIG_BLOCK, set(signal.Signals))
+    try:
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.close(sync_write)
+                os.close(error_read)
+                _middle(flags, ops, argv, envp, search_path, stdio, sync_read, error_write)
+            finally:
+                os._exit(125)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, saved)
+    os.close(sync_read)
+    os.close(error_write)
+    return pid, sync_write, error_read

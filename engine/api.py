@@ -23,7 +23,7 @@ import os
 import selectors
 
 from .content import ContentStore
-from .errors import ContainerError, HostNotSupported, ImageNotFound, InvalidReference
+from .errors import ContainerError, HostNotSupported, ImageNotFound, InvalidReference, UsageError
 from .image import reference
 from .image.store import Image, ImageStore
 from .layout import Layout
@@ -141,12 +141,14 @@ class ContainerCollection:
             img, image_name = image, (image.tags[0] if image.tags else image.id)
         else:
             img, image_name = self._engine.images.get_or_pull(image, on_pull), image
-        if img.manifest_digest == _scratch_digest():
-            from .image import base
-            base.store_scratch(self._engine.content)
         config = merge_config(img, command=command, entrypoint=entrypoint,
                               environment=environment, working_dir=working_dir,
                               hostname=hostname, image_name=image_name)
+        if not (config["Entrypoint"] or config["Cmd"]):
+            raise UsageError("No command specified")
+        if img.manifest_digest == _scratch_digest():
+            from .image import base
+            base.store_scratch(self._engine.content)  # so the container's image resolves
         return self._store.create(img, config, name=name, auto_remove=auto_remove,
                                   image_name=image_name)
 
@@ -177,16 +179,9 @@ class ContainerCollection:
             _drain({out_r: "stdout", err_r: "stderr"}, chunks)
 
         try:
-            try:
-                status = container.run((devnull, out_w, err_w), on_start=drain)
-            finally:
-                close(*fds)
-        except BaseException:
-            if remove:
-                self._store.remove(container, force=True)
-            raise
-        if remove:
-            self._store.remove(container, force=True)
+            status = container.run((devnull, out_w, err_w), on_start=drain)
+        finally:
+            close(*fds)
         if status != 0:
             raise ContainerError(container, status, " ".join(container.argv()),
                                  container.attrs["Config"]["Image"], b"".join(chunks["stderr"]))

@@ -139,18 +139,15 @@ def busybox_layer(binary: str) -> bytes:
     return w.getvalue()
 
 
-def package_version(binary: str) -> str:
-    """Which Debian package shipped the binary, for the history entry (best effort)."""
-    try:
-        owner = subprocess.run(["dpkg", "-S", os.path.realpath(binary)], capture_output=True,
-                               text=True, timeout=10).stdout.split(":")[0].strip()
-        if not owner:
-            return ""
-        version = subprocess.run(["dpkg-query", "-W", "-f=${Version}", owner], capture_output=True,
-                                 text=True, timeout=10).stdout.strip()
-        return f"Debian {owner} {version}".strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
+def banner(binary: str) -> str:
+    """The version line the binary prints about itself, e.g.
+    ``BusyBox v1.35.0 (Debian 1:1.35.0-4+deb12u1+b1) multi-call binary.``
+
+    It describes the binary, not where it lies, so copies give the same image.
+    """
+    out = subprocess.run([binary], capture_output=True, text=True).stdout
+    first = out.splitlines()[0] if out else ""
+    return first.removesuffix(".").strip()
 
 
 def build_busybox(images: ImageStore, binary: str = BUSYBOX_BINARY, tag: str = "busybox:latest") -> Image:
@@ -170,7 +167,7 @@ def build_busybox(images: ImageStore, binary: str = BUSYBOX_BINARY, tag: str = "
     layer = busybox_layer(binary)
     layer_digest = content.put(layer, what="busybox layer")
     created = rfc3339(os.stat(binary).st_mtime)
-    source = package_version(binary)
+    source = banner(binary)
     config = {
         "created": created,
         "architecture": architecture(),
@@ -179,8 +176,8 @@ def build_busybox(images: ImageStore, binary: str = BUSYBOX_BINARY, tag: str = "
         "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
         "history": [
             {"created": created,
-             "created_by": f"dockyard: ADD {binary} (busybox, one hard link per applet)"
-                           + (f" from {source}" if source else "")},
+             "created_by": "dockyard: ADD busybox-static as /bin/busybox with one hard link "
+                           f"per applet ({source or 'busybox'})"},
             {"created": created, "created_by": 'CMD ["sh"]', "empty_layer": True},
         ],
     }

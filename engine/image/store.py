@@ -114,7 +114,9 @@ class ImageStore:
 
     def _index(self) -> dict:
         try:
-            index = read_json(self.layout.index, default=EMPTY_INDEX)
+            index = read_json(self.layout.index, default=None)
+        except FileNotFoundError:
+            index = {**EMPTY_INDEX, "manifests": []}  # a fresh copy: callers modify it
         except ValueError as e:
             raise StoreError(f"{self.layout.index}: corrupt tag index: {e}") from None
         if not isinstance(index.get("manifests"), list):

@@ -211,7 +211,10 @@ class Container:
 
     def save(self) -> None:
         # Container state changes often; atomic is enough (see jsonfile.write_json).
-        write_json(self.path / "container.json", self.attrs, durable=False)
+        try:
+            write_json(self.path / "container.json", self.attrs, durable=False)
+        except FileNotFoundError:
+            pass  # removed meanwhile (``rm -f`` from another process): nothing to record
 
     # -- the plan and the foreground run ---------------------------------------
 
@@ -236,8 +239,18 @@ class Container:
         ``stdio`` are the fds to give the container as 0, 1, 2 (-1 keeps
         ours). ``on_start(process)`` is called once the command runs (the CLI
         uses it to forward signals). Raises SpawnError (and subclasses) when
-        the container could not start; the record then says why.
+        the container could not start; the record then says why. A container
+        created with ``auto_remove`` (``--rm``) is deleted when it is done,
+        whichever way that happens.
         """
+        try:
+            status = self._run(stdio, plan, on_start)
+        finally:
+            if self.attrs["HostConfig"].get("AutoRemove") and self.path.exists():
+                self.remove(force=True)
+        return status
+
+    def _run(self, stdio, plan, on_start) -> int:
         if self.status != "created":
             raise Conflict(f"container {self.name} is {self.status}; only a created container can run")
         plan = plan or self.plan()
@@ -320,6 +333,8 @@ class ContainerStore:
         argv = (config.get("Entrypoint") or []) + (config.get("Cmd") or [])
         if not argv:
             raise UsageError("No command specified")
+        if name is not None:
+            name = names.validate(name)  # before anything is written
         self.layout.create()
         container_id = secrets.token_hex(32)
         config = dict(config)
@@ -509,26 +524,3 @@ class ContainerStore:
                 except OSError as e:
                     if e.errno != errno.ENOENT:
                         raise
-
-    def run(self, image, config: dict, *, name=None, auto_remove=False, image_name="",
-            stdio=(-1, -1, -1), on_start=None, plan_hook=None) -> tuple[Container, int]:
-        """Create and run a container in the foreground; return it and its exit status."""
-        container = self.create(image, config, name=name, auto_remove=auto_remove,
-                                image_name=image_name)
-        try:
-            plan = container.plan()
-            if plan_hook is not None:
-                plan_hook(plan)
-            status = container.run(stdio, plan=plan, on_start=on_start)
-        except SpawnError:
-            if auto_remove:
-                self.remove(container, force=True)
-            raise
-        except BaseException:
-            never_started = container.attrs["State"]["StartedAt"] == ZERO_TIME
-            if auto_remove or never_started:
-                self.remove(container, force=True)  # leave nothing half-made behind
-            raise
-        if auto_remove:
-            self.remove(container, force=True)
-        return container, status

@@ -342,6 +342,8 @@ class Plan:
     steps: list = field(default_factory=list)
     exec: Exec | None = None
     title: str = ""
+    # Short names for long paths, used only when printing: [("ROOT", "/var/lib/...")].
+    aliases: list = field(default_factory=list)
 
     @property
     def clone_flags(self) -> int:
@@ -367,25 +369,37 @@ class Plan:
             return "exec " + " ".join(self.exec.argv)
         return f"step {index}"
 
+    def _shorten(self, text: str, skip: str = "") -> str:
+        for name, path in sorted(self.aliases, key=lambda a: len(a[1]), reverse=True):
+            if name != skip:
+                text = text.replace(path, f"${name}")
+        return text
+
     def render(self) -> str:
-        """The plan as numbered shell commands with the system calls beneath."""
+        """The plan as numbered shell commands with the system calls beneath.
+
+        Long paths are printed through the variables defined at the top
+        (``$ROOT`` for the container's root); the plan itself holds the real
+        paths.
+        """
         lines = []
         if self.title:
             lines.append(self.title)
+        for name, path in sorted(self.aliases, key=lambda a: len(a[1])):
+            lines.append(f"{name}={self._shorten(path, skip=name)}")
         clone = "|".join(f"CLONE_NEW{'NS' if ns == 'mnt' else ns.upper()}" for ns in self.namespaces)
         unshare = " ".join(NAMESPACES[ns][1] for ns in self.namespaces)
         entries = [(f"unshare {unshare} --fork", f"clone({clone}|SIGCHLD)",
-                    "new namespaces: " + "; ".join(f"{ns} = {NAMESPACES[ns][2]}"
-                                                   for ns in self.namespaces))]
+                    "\n".join(f"{ns}: {NAMESPACES[ns][2]}" for ns in self.namespaces))]
         entries += [(s.shell(), s.syscall(), s.why) for s in self.steps]
         if self.exec is not None:
             entries.append((self.exec.shell(), self.exec.syscall(),
                             "replace the setup code with the container command"))
         width = len(str(len(entries)))
         for n, (shell, syscall, why) in enumerate(entries, 1):
-            lines.append(f"{n:>{width}}. $ {shell}")
+            lines.append(f"{n:>{width}}. $ {self._shorten(shell)}")
             pad = " " * (width + 2)
-            lines.append(f"{pad}  {syscall}")
-            if why:
-                lines.append(f"{pad}  # {why}")
+            lines.append(f"{pad}  {self._shorten(syscall)}")
+            for line in why.splitlines():
+                lines.append(f"{pad}  # {line}")
         return "\n".join(lines)

@@ -17,6 +17,8 @@ same; ``../shared/REFERENCES.md`` lists the checked values):
 
 from __future__ import annotations
 
+import os
+
 from .plan import (
     MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC, MS_STRICTATIME,
     ChangeDir, DieWithParent, Exec, LoopbackUp, MakeDevice, MakeDir, Mount, PivotRoot, Plan,
@@ -47,6 +49,10 @@ def container_plan(overlay, hostname: str, argv: list[str], env: list[str], work
     """
     root = overlay.target
     plan = Plan(namespaces=NAMESPACES, title=title)
+    container_dir = os.path.dirname(root)
+    snapshots = os.path.commonpath(overlay.lower) if len(overlay.lower) > 1 \
+        else os.path.dirname(overlay.lower[0])
+    plan.aliases = [("ROOT", root), ("CTR", container_dir), ("LAYERS", snapshots)]
     if die_with_parent:
         plan.add(DieWithParent(), "a foreground container must not outlive dockyard")
     plan.add(WaitForEngine(), "wait until the engine has recorded the container's PID")

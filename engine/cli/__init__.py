@@ -1,0 +1,104 @@
+"""The ``dockyard`` command: docker's commands, flags, columns and exit codes.
+
+This package is the only code in Dockyard that prints or exits. Each command
+family lives in its own module (``container``, ``image``, ``system``) and
+registers its sub-commands on the parser; a command is a function
+``(engine, args) -> exit status``.
+
+Start-up is kept lean: nothing but argparse is imported until a command
+runs, and each command imports only the engine parts it uses.
+
+Exit statuses (docker's): 125 when dockyard itself fails or the command line
+is wrong, 126/127 when the container command cannot be run / found, 128+n
+when the container was killed by signal n, else the container's own status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+PROG = "dockyard"
+
+
+class UsageFailure(Exception):
+    """Raised by the parser instead of exiting, so main() decides the status."""
+
+    def __init__(self, message: str, prog: str):
+        super().__init__(message)
+        self.prog = prog
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse would print usage and exit(2)
+        if message.startswith("unrecognized arguments: "):
+            message = "unknown flag: " + message.split(": ", 1)[1]
+        raise UsageFailure(message.rstrip(".") + ".", self.prog)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import container, image, system
+
+    parser = Parser(prog=PROG, description="A container engine for learning and testing containers.",
+                    epilog=f"Run '{PROG} COMMAND --help' for more information on a command.")
+    parser.add_argument("--root", metavar="DIR",
+                        help="Dockyard's state directory (default: $DOCKYARD_ROOT or /var/lib/dockyard)")
+    parser.add_argument("-D", "--debug", action="store_true", help="show tracebacks of engine errors")
+    parser.add_argument("-v", "--version", action="store_true", help="print version information and quit")
+    commands = parser.add_subparsers(dest="command_name", metavar="COMMAND", parser_class=Parser)
+    for module in (container, image, system):
+        module.register(commands)
+    return parser
+
+
+def _error(message: str) -> None:
+    sys.stderr.write(f"{PROG}: {message}\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``dockyard`` console script; returns the exit status."""
+    from ..errors import EXIT_ENGINE, EngineError
+
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except UsageFailure as e:
+        _error(f"{e} See '{e.prog} --help'.")
+        return EXIT_ENGINE
+    if args.version:
+        from .. import __version__
+        print(f"Dockyard version {__version__}")
+        return 0
+    if not args.command_name:
+        parser.print_help()
+        return 0
+    from ..api import Engine
+
+    engine = Engine(args.root or os.environ.get("DOCKYARD_ROOT") or None)
+    try:
+        return args.func(engine, args)
+    except EngineError as e:
+        if args.debug:
+            raise
+        _error(str(e))
+        return e.exit_code
+    except UsageFailure as e:
+        _error(f"{e} See '{e.prog} --help'.")
+        return EXIT_ENGINE
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # `dockyard ps | head`: the reader left; that is not an error.
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 0
+    except OSError as e:
+        if args.debug:
+            raise
+        notes = "; ".join(getattr(e, "__notes__", []))
+        _error(f"{e}" + (f" ({notes})" if notes else ""))
+        return EXIT_ENGINE

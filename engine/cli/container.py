@@ -1,0 +1,172 @@
+"""Container commands: ``run``, ``ps``, ``rm``, ``inspect``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+
+from .output import ago, ellipsis, human_duration, print_json, table
+
+# Signals `dockyard run` passes on to the container (docker's --sig-proxy).
+PROXIED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
+                   signal.SIGUSR1, signal.SIGUSR2)
+
+
+def register(commands) -> None:
+    # add_help=False: -h means --hostname here, as in docker; --help still works.
+    p = commands.add_parser("run", add_help=False, help="Create and run a new container from an image",
+                            description="Create and run a new container from an image. "
+                                        "Usage: dockyard run [OPTIONS] IMAGE [COMMAND] [ARG...]")
+    p.add_argument("--rm", action="store_true", help="automatically remove the container when it exits")
+    p.add_argument("--name", help="assign a name to the container")
+    p.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE",
+                   help="set an environment variable (KEY alone copies it from this shell)")
+    p.add_argument("-w", "--workdir", metavar="DIR", help="working directory inside the container")
+    p.add_argument("-h", "--hostname", help="container host name (default: the short container ID)")
+    p.add_argument("--entrypoint", help="overwrite the default ENTRYPOINT of the image")
+    p.add_argument("--explain", action="store_true",
+                   help="print the plan of kernel steps (as shell commands and syscalls), then run it")
+    p.add_argument("--help", action="help", help="show this help message and exit")
+    p.add_argument("image", metavar="IMAGE", nargs="?")
+    p.add_argument("command", metavar="COMMAND", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_run)
+
+    p = commands.add_parser("ps", help="List containers")
+    p.add_argument("-a", "--all", action="store_true", help="show all containers (default shows just running)")
+    p.add_argument("-q", "--quiet", action="store_true", help="only display container IDs")
+    p.add_argument("--no-trunc", action="store_true", help="don't truncate output")
+    p.set_defaults(func=cmd_ps)
+
+    p = commands.add_parser("rm", help="Remove one or more containers")
+    p.add_argument("-f", "--force", action="store_true", help="force the removal of a running container (uses SIGKILL)")
+    p.add_argument("containers", metavar="CONTAINER", nargs="+")
+    p.set_defaults(func=cmd_rm)
+
+    p = commands.add_parser("inspect", help="Return low-level information on containers and images")
+    p.add_argument("--type", choices=["container", "image"], help="only look for this type of object")
+    p.add_argument("names", metavar="NAME|ID", nargs="+")
+    p.set_defaults(func=cmd_inspect)
+
+
+def cmd_run(engine, args) -> int:
+    if args.image is None:
+        from . import UsageFailure
+        raise UsageFailure('"run" requires at least 1 argument.', "dockyard run")
+    def on_pull(ref: str) -> None:
+        sys.stderr.write(f"Unable to find image '{ref}' locally\n")
+        if ref == "busybox:latest":
+            sys.stderr.write("making busybox:latest from /bin/busybox (there is no registry here)\n")
+
+    container = engine.containers.create(
+        args.image, args.command or None, name=args.name, environment=args.env,
+        working_dir=args.workdir, hostname=args.hostname, entrypoint=args.entrypoint,
+        auto_remove=args.rm, on_pull=on_pull)
+    try:
+        plan = container.plan()
+    except BaseException:
+        container.remove(force=True)
+        raise
+    if args.explain:
+        sys.stderr.write(plan.render() + "\n")
+        sys.stderr.flush()
+
+    # Without -i the container's stdin is /dev/null, as docker does.
+    stdin = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    previous = {}
+
+    def forward(process):
+        for sig in PROXIED_SIGNALS:
+            previous[sig] = signal.signal(sig, lambda s, _frame: process.kill(s))
+
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        return container.run((stdin, 1, 2), plan=plan, on_start=forward)
+    finally:
+        os.close(stdin)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def status_text(c) -> str:
+    """The STATUS column of docker ps."""
+    import time
+
+    from ..runtime.container import parse_time
+
+    state = c.attrs["State"]
+    if state["Status"] == "running":
+        return "Up " + human_duration(time.time() - parse_time(state["StartedAt"]))
+    if state["Status"] == "exited":
+        return f"Exited ({state['ExitCode']}) {ago(parse_time(state['FinishedAt']))}"
+    return state["Status"].capitalize()
+
+
+def command_text(c, no_trunc: bool) -> str:
+    cmd = " ".join([c.attrs["Path"], *c.attrs["Args"]])
+    return '"' + (cmd if no_trunc else ellipsis(cmd, 20)) + '"'
+
+
+def cmd_ps(engine, args) -> int:
+    from ..runtime.container import parse_time
+
+    containers = engine.containers.list(all=args.all)
+    if args.quiet:
+        for c in containers:
+            print(c.id if args.no_trunc else c.short_id)
+        return 0
+    rows = []
+    for c in containers:
+        image = c.attrs["Config"].get("Image") or c.attrs["Image"]
+        if not args.no_trunc and image.startswith("sha256:"):
+            image = image[7:19]
+        rows.append([c.id if args.no_trunc else c.short_id, image, command_text(c, args.no_trunc),
+                     ago(parse_time(c.attrs["Created"])), status_text(c), "", c.name])
+    table(["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"], rows)
+    return 0
+
+
+def cmd_rm(engine, args) -> int:
+    from ..errors import EngineError
+
+    status = 0
+    for ref in args.containers:
+        try:
+            engine.containers.get(ref).remove(force=args.force)
+        except EngineError as e:
+            sys.stderr.write(f"dockyard: {e}\n")
+            status = e.exit_code
+            continue
+        print(ref)
+    return status
+
+
+def cmd_inspect(engine, args) -> int:
+    from ..errors import EngineError, NotFound
+
+    found, status = [], 0
+    for name in args.names:
+        obj = None
+        if args.type in (None, "container"):
+            try:
+                obj = engine.containers.get(name).attrs
+            except NotFound:
+                pass
+        if obj is None and args.type in (None, "image"):
+            try:
+                obj = engine.images.get(name).attrs
+            except NotFound:
+                pass
+            except EngineError as e:
+                sys.stderr.write(f"dockyard: {e}\n")
+                status = e.exit_code
+                continue
+        if obj is None:
+            sys.stderr.write(f"dockyard: Error: No such {args.type or 'object'}: {name}\n")
+            status = 125
+            continue
+        found.append(obj)
+    print_json(found)
+    return status

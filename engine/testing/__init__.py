@@ -1,0 +1,1 @@
+"""Testing helpers: a pytest plugin with disposable engines and containers."""

@@ -1,0 +1,278 @@
+"""Running containers on the real kernel, through the Python API.
+
+Every test here runs twice (the ``spawner`` fixture): once with the compiled
+spawner and once with its Python twin, so both are held to the same
+behaviour.
+"""
+
+import os
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+
+from engine.errors import (
+    CommandNotExecutable, CommandNotFound, ContainerError, ImageNotFound, SpawnError, UsageError,
+)
+
+pytestmark = pytest.mark.root
+
+
+def run(engine, *command, **kw):
+    return engine.containers.run("busybox", list(command), remove=True, **kw).decode()
+
+
+def test_output_and_exit_status(engine, spawner):
+    assert run(engine, "echo", "hello from dockyard") == "hello from dockyard\n"
+    with pytest.raises(ContainerError) as err:
+        run(engine, "sh", "-c", "echo oops >&2; exit 3", stderr=True)
+    assert err.value.exit_status == 3
+    assert err.value.stderr == b"oops\n"
+    assert "returned non-zero exit status 3: oops" in str(err.value)
+
+
+def test_stdout_and_stderr_are_kept_apart(engine, spawner):
+    out = engine.containers.run("busybox", ["sh", "-c", "echo out; echo err >&2"], remove=True)
+    assert out == b"out\n"
+    err = engine.containers.run("busybox", ["sh", "-c", "echo out; echo err >&2"], remove=True,
+                                stdout=False, stderr=True)
+    assert err == b"err\n"
+
+
+def test_the_command_is_pid_1_and_sees_only_its_own_processes(engine, spawner):
+    out = run(engine, "sh", "-c", "echo $$; ps -o pid,comm | tail -n +2")
+    lines = out.split("\n")
+    assert lines[0] == "1"
+    pids = sorted(int(line.split()[0]) for line in lines[1:] if line.strip())
+    assert pids[0] == 1 and len(pids) <= 3, out  # sh, ps (and the pipe's tail)
+
+
+def test_hostname_defaults_to_the_short_id_and_can_be_set(engine, spawner):
+    c = engine.containers.create("busybox", ["hostname"])
+    r, w = os.pipe()
+    status = c.run((-1, w, -1), on_start=lambda p: os.close(w))
+    assert status == 0
+    assert os.read(r, 100).decode().strip() == c.short_id
+    os.close(r)
+    c.remove()
+    assert run(engine, "hostname", hostname="lab-box") == "lab-box\n"
+    assert os.uname().nodename != "lab-box"
+
+
+def test_host_mounts_are_invisible(engine, spawner):
+    mounts = run(engine, "cat", "/proc/mounts")
+    targets = [line.split()[1] for line in mounts.splitlines()]
+    assert targets[0] == "/"
+    assert set(targets) == {"/", "/proc", "/sys", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue"}
+
+
+def test_root_filesystem_is_the_image(engine, spawner):
+    listing = run(engine, "ls", "/").split()
+    assert listing == sorted(["bin", "dev", "etc", "home", "proc", "root", "sys", "tmp", "usr", "var"])
+    assert "root:x:0:0:root:/root:/bin/sh" in run(engine, "cat", "/etc/passwd")
+    # The host's files are not there.
+    assert run(engine, "sh", "-c", "test -e /work || test -e /usr/bin/python3 || echo absent") \
+        == "absent\n"
+
+
+def test_dev_has_only_the_safe_devices(engine, spawner):
+    out = run(engine, "ls", "/dev")
+    assert out.split() == sorted(["core", "fd", "full", "mqueue", "null", "ptmx", "pts", "random",
+                                  "shm", "stderr", "stdin", "stdout", "tty", "urandom", "zero"])
+    assert run(engine, "sh", "-c", "head -c 4 /dev/zero | wc -c").strip() == "4"
+    assert run(engine, "sh", "-c", "echo x > /dev/null && echo ok") == "ok\n"
+    out = run(engine, "sh", "-c", "echo x > /sys/kernel/x 2>&1 || true; grep ' /sys ' /proc/mounts")
+    assert " ro," in out
+
+
+def test_network_namespace_has_only_loopback_and_it_is_up(engine, spawner):
+    out = run(engine, "ip", "-o", "link")
+    assert len(out.splitlines()) == 1 and "lo:" in out and "UP" in out
+
+
+def test_environment_workdir_and_image_config(engine, spawner):
+    env = run(engine, "env", environment=["GREETING=hi", "PATH=/bin"]).splitlines()
+    assert env[:2] == ["PATH=/bin", f"HOSTNAME={env[1].split('=')[1]}"]
+    assert "GREETING=hi" in env and "HOME=/root" in env
+    assert run(engine, "pwd") == "/\n"
+    assert run(engine, "pwd", working_dir="/made/for/you") == "/made/for/you\n"
+    # The image's Cmd is ["sh"]: without a command, sh reads stdin (/dev/null) and exits 0.
+    assert engine.containers.run("busybox", remove=True) == b""
+    assert run(engine, "-c", "echo via entrypoint", entrypoint="sh") == "via entrypoint\n"
+
+
+def test_writes_stay_in_the_container_layer(engine, spawner):
+    image = engine.images.get("busybox")
+    (lower,) = engine.snapshots.ensure(image)
+    before = sorted(os.listdir(lower / "etc"))
+    c = engine.containers.create("busybox", ["sh", "-c", "echo secret > /etc/note; rm /etc/group"])
+    assert c.run() == 0
+    upper = c.path / "upper"
+    assert (upper / "etc" / "note").read_text() == "secret\n"
+    assert os.stat(upper / "etc" / "group").st_rdev == 0  # an overlay whiteout
+    assert sorted(os.listdir(lower / "etc")) == before, "the image layer was modified"
+    assert run(engine, "cat", "/etc/group").startswith("root:x:0:")  # a new container: fresh copy
+    c.remove()
+    assert not c.path.exists()
+
+
+@pytest.mark.parametrize("command, error, code", [
+    (["nosuchcommand"], CommandNotFound, 127),
+    (["/bin/nosuch"], CommandNotFound, 127),
+    (["/etc"], CommandNotExecutable, 126),
+    (["/etc/passwd"], CommandNotExecutable, 126),
+])
+def test_commands_that_cannot_run(engine, spawner, command, error, code):
+    with pytest.raises(error) as e:
+        engine.containers.run("busybox", command, remove=True)
+    assert e.value.exit_code == code
+    assert command[0] in str(e.value)
+    assert os.listdir(engine.layout.containers) == [], "--rm removed the container"
+
+
+def test_failed_start_is_recorded_like_docker(engine, spawner):
+    c = engine.containers.create("busybox", ["nosuch"])
+    with pytest.raises(CommandNotFound, match='exec: "nosuch": executable file not found in \\$PATH'):
+        c.run()
+    c.reload()
+    assert c.status == "created"
+    assert c.attrs["State"]["ExitCode"] == 127
+    assert "executable file not found" in c.attrs["State"]["Error"]
+    c.remove()
+
+
+def test_a_failing_setup_step_is_reported_with_its_errno(engine, spawner):
+    c = engine.containers.create("busybox", ["true"])
+    plan = c.plan()
+    # Break one step on purpose: mount a filesystem type the kernel does not know.
+    from engine.runtime.plan import Mount
+    index = next(i for i, s in enumerate(plan.steps) if isinstance(s, Mount) and s.fstype == "sysfs")
+    plan.steps[index] = Mount("sysfs", plan.steps[index].target, "nosuchfs")
+    with pytest.raises(SpawnError) as e:
+        c.run(plan=plan)
+    assert e.value.errno == 19  # ENODEV
+    assert "mount -t nosuchfs" in e.value.stage
+    assert "No such device" in str(e.value)
+    c.remove()
+
+
+def test_killed_by_a_signal_is_128_plus_n(engine, spawner):
+    c = engine.containers.create("busybox", ["sleep", "30"])
+    started = threading.Event()
+
+    def killer(process):
+        started.set()
+        os.kill(process.pid, signal.SIGKILL)
+
+    assert c.run(on_start=killer) == 128 + signal.SIGKILL
+    c.reload()
+    assert c.attrs["State"]["ExitCode"] == 137 and c.status == "exited"
+    c.remove()
+
+
+def test_pid_1_ignores_signals_it_has_no_handler_for(engine, spawner):
+    # pid_namespaces(7): the init of a namespace only gets signals it handles,
+    # which is why `docker stop` needs SIGKILL for many images.
+    c = engine.containers.create("busybox", ["sh", "-c", "sleep 1; echo survived"])
+
+    def term(process):
+        time.sleep(0.2)
+        os.kill(process.pid, signal.SIGTERM)
+
+    assert c.run(on_start=term) == 0
+    c.remove()
+
+
+def test_unknown_image_and_missing_command(engine):
+    with pytest.raises(ImageNotFound, match="No such image: nosuch:latest"):
+        engine.containers.run("nosuch", ["true"])
+    with pytest.raises(UsageError, match="No command specified"):
+        engine.containers.run("scratch")
+    assert not engine.layout.containers.exists(), "nothing is written for bad input"
+
+
+def test_scratch_is_the_empty_image(engine):
+    image = engine.images.get("scratch")
+    assert image.layers == () and image.diff_ids == []
+    with pytest.raises(CommandNotFound):
+        engine.containers.run("scratch", ["/bin/sh"], remove=True)
+
+
+def test_list_get_and_remove(engine):
+    a = engine.containers.create("busybox", ["true"], name="first")
+    b = engine.containers.create("busybox", ["true"])
+    listed = engine.containers.list(all=True)
+    assert [c.id for c in listed] == [b.id, a.id]
+    assert engine.containers.list() == []  # none running
+    assert engine.containers.get("first").id == a.id
+    assert engine.containers.get(a.id[:8]).id == a.id
+    assert engine.containers.get(b.name).id == b.id
+    a.remove()
+    b.remove()
+    assert engine.containers.list(all=True) == []
+    assert os.listdir(engine.layout.names) == []
+
+
+def test_a_running_container_shows_as_running_and_needs_force(engine, tmp_path):
+    from engine.errors import Conflict
+
+    seen = {}
+
+    def look(process):
+        c = engine.containers.get("runner")
+        seen["status"], seen["pid"] = c.status, c.attrs["State"]["Pid"]
+        with pytest.raises(Conflict, match="container is running"):
+            c.remove()
+        assert [x.name for x in engine.containers.list()] == ["runner"]
+        c.remove(force=True)
+
+    c = engine.containers.create("busybox", ["sleep", "30"], name="runner")
+    status = c.run(on_start=look)
+    assert seen["status"] == "running" and seen["pid"] > 0
+    assert status == 137
+    assert engine.containers.list(all=True) == []
+
+
+def test_a_dead_runner_is_reported_truthfully(engine, root):
+    """If the process holding a foreground container dies, the record is repaired."""
+    import sys
+    script = (
+        "from engine import Engine; import sys\n"
+        f"c = Engine({str(root)!r}).containers.create('busybox', ['sleep', '30'], name='orphan')\n"
+        "c.run()\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            if engine.containers.get("orphan").status == "running":
+                break
+        except Exception:
+            pass
+        time.sleep(0.05)
+    c = engine.containers.get("orphan")
+    pid = c.attrs["State"]["Pid"]
+    assert c.status == "running" and pid
+    holder.kill()  # SIGKILL: no chance to record anything
+    holder.wait()
+    # PR_SET_PDEATHSIG kills the container too; its record must not claim "running".
+    deadline = time.time() + 10
+    while os.path.exists(f"/proc/{pid}") and time.time() < deadline:
+        time.sleep(0.02)
+    c = engine.containers.get("orphan")
+    assert c.status == "exited"
+    assert c.attrs["State"]["ExitCode"] == 255
+    assert "without recording" in c.attrs["State"]["Error"]
+    c.remove()
+
+
+def test_names_are_unique(engine):
+    from engine.errors import Conflict
+
+    a = engine.containers.create("busybox", ["true"], name="web")
+    with pytest.raises(Conflict, match='The container name "/web" is already in use'):
+        engine.containers.create("busybox", ["true"], name="web")
+    a.remove()
+    engine.containers.create("busybox", ["true"], name="web").remove()

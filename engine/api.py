@@ -24,7 +24,7 @@ import selectors
 
 from .content import ContentStore
 from .errors import ContainerError, HostNotSupported, ImageNotFound, InvalidReference, UsageError
-from .image import reference
+from .image import reference, scratch
 from .image.store import Image, ImageStore
 from .layout import Layout
 from .runtime.container import Container, ContainerStore, merge_config
@@ -77,17 +77,15 @@ class ImageCollection:
 
     def get(self, name: str) -> Image:
         """An image by reference (``busybox``, ``busybox:latest``) or ID (prefix)."""
-        from .image import base
-
         try:
-            if str(reference.parse(name)) == base.SCRATCH:
-                return base.scratch_image()
+            if str(reference.parse(name)) == scratch.SCRATCH:
+                return scratch.image()
         except InvalidReference:
             if not reference.looks_like_id(name):
                 raise
-        scratch = base.scratch_image()
-        if name in (scratch.id, scratch.manifest_digest):
-            return scratch
+        empty = scratch.image()
+        if name in (empty.id, empty.manifest_digest):
+            return empty
         return self._engine.image_store.get(name)
 
     def list(self, name: str | None = None, all: bool = False) -> list[Image]:
@@ -146,9 +144,8 @@ class ContainerCollection:
                               hostname=hostname, image_name=image_name)
         if not (config["Entrypoint"] or config["Cmd"]):
             raise UsageError("No command specified")
-        if img.manifest_digest == _scratch_digest():
-            from .image import base
-            base.store_scratch(self._engine.content)  # so the container's image resolves
+        if img.manifest_digest == scratch.image().manifest_digest:
+            scratch.store(self._engine.content)  # so the container's image resolves
         return self._store.create(img, config, name=name, auto_remove=auto_remove,
                                   image_name=image_name)
 
@@ -197,11 +194,6 @@ class ContainerCollection:
 
     def remove(self, container: Container, force: bool = False) -> None:
         self._store.remove(container, force=force)
-
-
-def _scratch_digest() -> str:
-    from .image import base
-    return base.scratch_image().manifest_digest
 
 
 def _drain(fds: dict[int, str], chunks: dict[str, list]) -> None:

@@ -10,7 +10,7 @@ from . import __version__, _native
 
 
 def version(engine) -> dict:
-    from .image.base import architecture
+    from .image.manifest import architecture
 
     return {
         "Version": __version__,

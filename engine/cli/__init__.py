@@ -37,8 +37,17 @@ class Parser(argparse.ArgumentParser):
         raise UsageFailure(message.rstrip(".") + ".", self.prog)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from . import container, image, system
+# Which module defines each command; main() imports only the one it needs.
+COMMANDS = {
+    "run": "container", "ps": "container", "rm": "container", "inspect": "container",
+    "images": "image",
+    "pull": "system", "version": "system", "info": "system", "doctor": "system",
+}
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser; with ``only``, just that command's module is loaded."""
+    import importlib
 
     parser = Parser(prog=PROG, description="A container engine for learning and testing containers.",
                     epilog=f"Run '{PROG} COMMAND --help' for more information on a command.")
@@ -47,9 +56,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-D", "--debug", action="store_true", help="show tracebacks of engine errors")
     parser.add_argument("-v", "--version", action="store_true", help="print version information and quit")
     commands = parser.add_subparsers(dest="command_name", metavar="COMMAND", parser_class=Parser)
-    for module in (container, image, system):
-        module.register(commands)
+    modules = dict.fromkeys(COMMANDS.values()) if only not in COMMANDS else [COMMANDS[only]]
+    for name in modules:
+        importlib.import_module(f"{__name__}.{name}").register(commands)
     return parser
+
+
+def _command_name(argv: list[str]) -> str | None:
+    """The first word that is not a global option (``--root DIR`` takes a value)."""
+    skip = False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word == "--root":
+            skip = True
+        elif not word.startswith("-"):
+            return word
+    return None
 
 
 def _error(message: str) -> None:
@@ -61,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     from ..errors import EXIT_ENGINE, EngineError
 
     argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser()
+    parser = build_parser(_command_name(argv))
     try:
         args = parser.parse_args(argv)
     except UsageFailure as e:

@@ -1,4 +1,4 @@
-"""Base images that exist without the internet: ``busybox`` and ``scratch``.
+"""The base image that exists without the internet: ``busybox``.
 
 There is no Docker Hub here, so Dockyard makes its own ``busybox:latest``
 from Debian's statically linked busybox (package ``busybox-static``): one
@@ -11,8 +11,7 @@ timestamp is the binary's own mtime (dpkg sets it from the package, so it is
 the same on every machine with the same package version). The same busybox
 binary therefore always gives the same layer, config, manifest and image ID.
 
-``scratch`` is the empty image (no layers, no command), as in a Dockerfile's
-``FROM scratch``. It is never listed, but every command accepts it.
+(``scratch``, the empty image, lives in ``scratch.py``.)
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
 import subprocess
 from datetime import datetime, timezone
 
@@ -28,12 +26,11 @@ from ..content import ContentStore
 from ..errors import EngineError
 from ..layer.writer import LayerWriter
 from . import mediatype
-from .manifest import Manifest, canonical
+from .manifest import architecture, canonical
 from .store import Image, ImageStore
 
 BUSYBOX_BINARY = "/bin/busybox"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-SCRATCH = "scratch:latest"
 
 PASSWD = """\
 root:x:0:0:root:/root:/bin/sh
@@ -62,12 +59,6 @@ operator:x:37:
 users:x:100:
 nogroup:x:65534:
 """
-
-
-def architecture() -> str:
-    """The OCI name of this machine's architecture (``GOARCH`` values)."""
-    machine = platform.machine()
-    return {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"}.get(machine, machine)
 
 
 def rfc3339(ts: float) -> str:
@@ -192,38 +183,3 @@ def build_busybox(images: ImageStore, binary: str = BUSYBOX_BINARY, tag: str = "
     manifest_digest = content.put(canonical(manifest), what="busybox manifest")
     images.add(manifest_digest, tag)
     return images.load(manifest_digest)
-
-
-def scratch_documents() -> tuple[bytes, bytes]:
-    """(config, manifest) bytes of the empty image; constant, so the ID never changes."""
-    config = canonical({
-        "architecture": architecture(),
-        "os": "linux",
-        "config": {},
-        "rootfs": {"type": "layers", "diff_ids": []},
-    })
-    manifest = canonical({
-        "schemaVersion": 2,
-        "mediaType": mediatype.OCI_MANIFEST,
-        "config": {"mediaType": mediatype.OCI_CONFIG,
-                   "digest": "sha256:" + hashlib.sha256(config).hexdigest(),
-                   "size": len(config)},
-        "layers": [],
-    })
-    return config, manifest
-
-
-def scratch_image() -> Image:
-    """The ``scratch`` image as an object; nothing is read from or written to the store."""
-    config, manifest = scratch_documents()
-    digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
-    return Image(digest, Manifest.parse(manifest, "scratch manifest"), json.loads(config),
-                 [SCRATCH], len(manifest))
-
-
-def store_scratch(content: ContentStore) -> Image:
-    """Write scratch's two blobs (for containers made from it) and return the image."""
-    config, manifest = scratch_documents()
-    content.put(config, what="scratch config")
-    content.put(manifest, what="scratch manifest")
-    return scratch_image()

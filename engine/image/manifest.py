@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import platform
 from dataclasses import dataclass
 
 from ..errors import StoreError
@@ -118,3 +119,9 @@ def check_config(config: dict, what: str = "config") -> dict:
 def canonical(doc: dict) -> bytes:
     """The bytes Dockyard writes for a JSON document: compact, keys in the given order."""
     return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def architecture() -> str:
+    """The OCI name of this machine's architecture (``GOARCH`` values)."""
+    machine = platform.machine()
+    return {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"}.get(machine, machine)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import errno
 import os
-import secrets
 import signal
 import time
 from datetime import datetime, timezone
@@ -336,7 +335,7 @@ class ContainerStore:
         if name is not None:
             name = names.validate(name)  # before anything is written
         self.layout.create()
-        container_id = secrets.token_hex(32)
+        container_id = os.urandom(32).hex()  # 256 random bits, as docker's IDs
         config = dict(config)
         if not config.get("Hostname"):
             config["Hostname"] = container_id[:12]

@@ -22,15 +22,17 @@ import struct
 
 from .. import _native
 from ..errors import CommandNotExecutable, CommandNotFound, SpawnError
-from . import spawn as twin
 from .plan import Plan
 
 _compiled = _native.load("spawn")
-spawn = _compiled.spawn if _compiled is not None else twin.spawn
+if _compiled is not None:
+    spawn = _compiled.spawn
+else:  # the readable twin (imported only when needed: it loads ctypes)
+    from .spawn import spawn
 
 
 def implementation() -> str:
-    return "compiled" if spawn is not twin.spawn else "python twin"
+    return "compiled" if _compiled is not None and spawn is _compiled.spawn else "python twin"
 
 
 def exit_status(wait_status: int) -> int:

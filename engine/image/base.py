@@ -16,8 +16,6 @@ binary therefore always gives the same layer, config, manifest and image ID.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import subprocess
 from datetime import datetime, timezone

@@ -67,8 +67,8 @@ def test_a_dynamic_binary_is_refused(tmp_path):
 @pytest.mark.root
 def test_pull_busybox_on_a_fresh_root(tmp_path):
     import subprocess
-    import sys
-    from conftest import DOCKYARD, REPO
+
+    from support import DOCKYARD, REPO
     env = dict(os.environ, DOCKYARD_ROOT=str(tmp_path / "fresh"))
     r = subprocess.run([*DOCKYARD, "pull", "busybox"], capture_output=True, text=True, env=env, cwd=REPO)
     assert r.returncode == 0 and "Status: Downloaded newer image for busybox:latest" in r.stdout

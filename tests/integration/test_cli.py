@@ -210,7 +210,7 @@ def test_python_m_engine_and_console_script_agree(cli):
     (["nosuchcommand"], "invalid choice"),
 ])
 def test_bad_input_is_one_line_and_125(cli, root, args, message):
-    from conftest import tree_digest
+    from support import tree_digest
 
     before = tree_digest(root)
     r = cli(*args)

@@ -2,11 +2,10 @@
 
 import os
 import subprocess
-import sys
 
 import pytest
 
-from conftest import DOCKYARD, REPO, seed_root, tree_digest
+from support import DOCKYARD, REPO, seed_root, tree_digest
 
 pytestmark = pytest.mark.root
 

@@ -1,0 +1,110 @@
+"""Helpers shared by the tests (import them as ``from support import ...``)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+BUSYBOX = "/bin/busybox"
+DOCKYARD = [sys.executable, "-m", "engine"]
+
+
+def seed_root(template: Path, root: Path) -> Path:
+    """Copy the template's images (blobs and tag index) into ``root``; layers are
+    extracted again on first use, which also exercises the layer code."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name in ("oci-layout", "index.json"):
+        shutil.copy2(template / name, root / name)
+    shutil.copytree(template / "blobs", root / "blobs", symlinks=True)
+    return root
+
+
+class CLI:
+    """Run ``dockyard`` (as ``python -m engine``) against one root."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def env(self, **extra) -> dict:
+        env = dict(os.environ)
+        env["DOCKYARD_ROOT"] = str(self.root)
+        env.update(extra)
+        return env
+
+    def __call__(self, *args, input=None, timeout=60, env=None, **kw) -> subprocess.CompletedProcess:
+        return subprocess.run([*DOCKYARD, *args], capture_output=True, text=True, input=input,
+                              timeout=timeout, env=env or self.env(), cwd=REPO, **kw)
+
+    def popen(self, *args, **kw) -> subprocess.Popen:
+        """Start ``dockyard`` in the background (for containers a test must kill)."""
+        return subprocess.Popen([*DOCKYARD, *args], env=self.env(), cwd=REPO, **kw)
+
+    def wait_for(self, name: str, status: str = "running", timeout: float = 10.0) -> dict:
+        """Poll ``inspect`` until the container has ``status``; return its record."""
+        import json
+        import time
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            r = self("inspect", "--type", "container", name)
+            if r.returncode == 0:
+                record = json.loads(r.stdout)[0]
+                if record["State"]["Status"] == status:
+                    return record
+            time.sleep(0.05)
+        raise AssertionError(f"container {name} never became {status}")
+
+
+def host_mounts() -> list[str]:
+    with open("/proc/self/mountinfo") as f:
+        return [line.split()[4] for line in f]
+
+
+def assert_no_mounts_under(path: Path) -> None:
+    leaked = [m for m in host_mounts() if m.startswith(str(path))]
+    assert not leaked, f"mounts left behind: {leaked}"
+
+
+def tree_digest(path: Path) -> dict[str, str]:
+    """Every file under ``path`` with its type, mode and content hash: to prove nothing changed."""
+    out = {}
+    if not path.exists():
+        return out
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in sorted(dirnames + filenames):
+            p = Path(dirpath) / name
+            st = p.lstat()
+            rel = str(p.relative_to(path))
+            if p.is_symlink():
+                out[rel] = f"link:{os.readlink(p)}"
+            elif p.is_file():
+                out[rel] = f"{st.st_mode:o}:{hashlib.sha256(p.read_bytes()).hexdigest()}"
+            else:
+                out[rel] = f"{st.st_mode:o}"
+    return out
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` (from /proc/<pid>/task/*/children)."""
+    found, todo = set(), [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except FileNotFoundError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{parent}/task/{task}/children") as f:
+                    children = [int(c) for c in f.read().split()]
+            except FileNotFoundError:
+                continue
+            for child in children:
+                if child not in found:
+                    found.add(child)
+                    todo.append(child)
+    return found

@@ -342,7 +342,9 @@ class ContainerStore:
         name = self._reserve_name(name, container_id)
         try:
             upper, work, rootfs = self._engine.snapshots.prepare(container_id)
-            lower = [str(p) for p in reversed(self._engine.snapshots.ensure(image))]
+            # As mounted: the shared init layer on top, then the image's layers top-first.
+            lower = [str(self._engine.snapshots.init_layer())]
+            lower += [str(p) for p in reversed(self._engine.snapshots.ensure(image))]
             attrs = {
                 "Id": container_id,
                 "Created": now(),

@@ -25,15 +25,8 @@ demo: setup
 	@$(DOCKYARD) doctor
 	@echo
 	@echo "== A container, explained: the plan of kernel steps (stderr), then the container itself =="
-	@$(DOCKYARD) run --rm --explain -h dockyard-demo -e HOST_NAME="$$(hostname)" busybox sh -c '\
-	  echo; \
-	  echo "Hello from inside a Dockyard container!"; \
-	  echo "  hostname:   $$(hostname)   (the host is called $$HOST_NAME: a UTS namespace)"; \
-	  echo "  my PID:     $$$$   (PID 1: a new PID namespace, the host has its own PID 1)"; \
-	  echo "  processes I can see:"; ps -o pid,comm | sed "s/^/    /"; \
-	  echo "  my root filesystem (the busybox image on overlayfs): $$(ls / | tr "\n" " ")"; \
-	  echo "  my mounts:"; sed "s/^/    /" /proc/mounts; \
-	  echo "  network interfaces: $$(ls /sys/class/net | tr "\n" " ")(a network namespace)"'
+	@$(DOCKYARD) run --rm --explain -h dockyard-demo -e HOST_NAME="$$(hostname)" \
+	    busybox sh -c "$$(cat demo/greeting.sh)"
 
 test: setup
 	$(PY) -m pytest

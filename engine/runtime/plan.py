@@ -330,7 +330,9 @@ class Exec:
         return f"exec env -i {env} {' '.join(_q(a) for a in self.argv)}"
 
     def syscall(self) -> str:
-        args = ", ".join(_c(a) for a in self.argv)
+        # The shell line above shows every argument in full; keep this one short.
+        short = [a if len(a) <= 40 and "\n" not in a else a[:37].split("\n")[0] + "..." for a in self.argv]
+        args = ", ".join(_c(a) for a in short)
         return f"execve({_c(self.argv[0])}, [{args}], [{len(self.env)} variables])"
 
 

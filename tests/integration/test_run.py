@@ -276,3 +276,27 @@ def test_names_are_unique(engine):
         engine.containers.create("busybox", ["true"], name="web")
     a.remove()
     engine.containers.create("busybox", ["true"], name="web").remove()
+
+
+def test_the_explained_plan_is_exactly_what_the_child_performs(engine, monkeypatch):
+    """The ops handed to the spawner are the rendered plan's steps, one for one."""
+    from engine.runtime import process
+
+    real, seen = process.spawn, {}
+
+    def spy(flags, ops, argv, envp, search_path, stdio):
+        seen.update(flags=flags, ops=list(ops), argv=list(argv), envp=list(envp))
+        return real(flags, ops, argv, envp, search_path, stdio)
+
+    monkeypatch.setattr(process, "spawn", spy)
+    c = engine.containers.create("busybox", ["true"], hostname="exact")
+    plan = c.plan()
+    assert c.run(plan=plan) == 0
+    assert seen["flags"] == plan.clone_flags
+    assert seen["ops"] == plan.ops() and len(seen["ops"]) == len(plan.steps)
+    assert seen["argv"] == [b"true"]
+    assert b"HOSTNAME=exact" in seen["envp"]
+    text = plan.render()
+    for step in plan.steps:
+        assert plan._shorten(step.shell()) in text
+    c.remove()

@@ -84,11 +84,15 @@ def main(argv: list[str] | None = None) -> int:
     from ..errors import EXIT_ENGINE, EngineError
 
     argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser(_command_name(argv))
+    name = _command_name(argv)
+    parser = build_parser(name)
     try:
         args = parser.parse_args(argv)
     except UsageFailure as e:
-        _error(f"{e} See '{e.prog} --help'.")
+        # argparse reports unknown flags from the top-level parser; point to
+        # the command's own help when there is a command.
+        prog = f"{PROG} {name}" if name in COMMANDS else e.prog
+        _error(f"{e} See '{prog} --help'.")
         return EXIT_ENGINE
     if args.version:
         from .. import __version__

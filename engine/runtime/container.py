@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shlex
 import signal
 import time
 from datetime import datetime, timezone
@@ -87,7 +88,7 @@ def merge_config(image, *, command=None, entrypoint=None, environment=None, work
     """
     defaults = image.run_config
     if isinstance(command, str):
-        command = ["/bin/sh", "-c", command]
+        command = shlex.split(command)  # as docker-py does with a string command
     if entrypoint is not None:
         if isinstance(entrypoint, str):
             entrypoint = [entrypoint] if entrypoint else []
@@ -494,7 +495,10 @@ class ContainerStore:
         try:
             os.rename(base, doomed)
         except FileNotFoundError:
-            raise ContainerNotFound(f"No such container: {container.id}") from None
+            # Removed meanwhile by someone else (a foreground `--rm` run whose
+            # process we just killed, say): the result is what was asked for.
+            self._release_name(container.name, container.id)
+            return
         self._release_name(container.name, container.id)
         self._engine.snapshots.remove_path(doomed)
         self._sweep()

@@ -1,5 +1,11 @@
 """Docker's default container profile, as data, and the plan built from it.
 
+This is the part of Docker's profile that isolates *what the container sees*.
+The part that limits *what it may do* -- the reduced capability set, seccomp,
+masked and read-only /proc paths, the device cgroup -- is not applied yet: a
+Dockyard container still runs with root's full capabilities, so it is not a
+security boundary for untrusted code.
+
 What a default ``docker run`` container gets (moby's
 ``oci/defaults.go`` and runc's ``libcontainer/rootfs_linux.go`` describe the
 same; ``../shared/REFERENCES.md`` lists the checked values):

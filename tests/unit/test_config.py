@@ -30,8 +30,8 @@ def test_command_replaces_cmd_and_entrypoint_drops_it():
     assert (c["Entrypoint"], c["Cmd"]) == (None, ["true"])
 
 
-def test_string_command_goes_through_a_shell():
-    assert merge_config(IMAGE, command="echo hi")["Cmd"] == ["/bin/sh", "-c", "echo hi"]
+def test_string_command_is_split_like_docker_py():
+    assert merge_config(IMAGE, command="echo 'hello world'")["Cmd"] == ["echo", "hello world"]
 
 
 def test_env_replace_or_append(monkeypatch):

@@ -300,3 +300,37 @@ def test_the_explained_plan_is_exactly_what_the_child_performs(engine, monkeypat
     for step in plan.steps:
         assert plan._shorten(step.shell()) in text
     c.remove()
+
+
+def derived_image(engine, tag: str, **run_config):
+    """busybox's layer under a new config (what a Dockerfile's metadata lines make)."""
+    import json
+
+    from engine.image import mediatype
+    from engine.image.manifest import canonical
+
+    base = engine.images.get("busybox")
+    config = dict(base.config, config={**base.run_config, **run_config})
+    config_bytes = canonical(config)
+    manifest = canonical({
+        "schemaVersion": 2, "mediaType": mediatype.OCI_MANIFEST,
+        "config": {"mediaType": mediatype.OCI_CONFIG, "digest": engine.content.put(config_bytes),
+                   "size": len(config_bytes)},
+        "layers": [layer.to_json() for layer in base.layers],
+    })
+    engine.image_store.add(engine.content.put(manifest), tag)
+    assert json.loads(engine.content.read(engine.images.get(tag).id))["config"]["WorkingDir"] \
+        == run_config.get("WorkingDir", "")
+
+
+def test_image_config_is_honoured_as_docker_does(engine, spawner):
+    derived_image(engine, "tool:1", Entrypoint=["sh", "-c", 'echo "$0 $* in $(pwd) with $X"'],
+                  Cmd=["default"], WorkingDir="/srv", Env=["PATH=/bin", "X=image"])
+    run_ = lambda *cmd, **kw: engine.containers.run("tool:1", list(cmd) or None, remove=True, **kw).decode()
+    assert run_() == "default  in /srv with image\n"            # Entrypoint + Cmd, WorkingDir, Env
+    assert run_("given", "args") == "given args in /srv with image\n"  # CMD replaced, Entrypoint kept
+    assert run_(environment=["X=user"]) == "default  in /srv with user\n"
+    assert run_(working_dir="/tmp") == "default  in /tmp with image\n"
+    # --entrypoint replaces the image's Entrypoint and drops its Cmd.
+    assert run_(entrypoint="pwd") == "/srv\n"
+    assert run_("x", entrypoint="echo") == "x\n"

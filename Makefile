@@ -14,9 +14,11 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 DOCKYARD := $(VENV)/bin/dockyard
-# Debian packages the engine and its tests need. (runc, skopeo, umoci and
-# docker.io are peers for benchmarks and interop tests; `make bench` adds runc.)
-APT_PACKAGES := busybox-static build-essential python3-venv python3-dev util-linux procps
+# Debian packages the engine and its tests need: skopeo and umoci are the real
+# peer tools the interop tests check our archives against. (runc is the peer of
+# the start-up benchmark: `make bench` adds it.)
+APT_PACKAGES := busybox-static build-essential python3-venv python3-dev util-linux procps \
+                skopeo umoci
 NATIVE_SOURCES := $(wildcard _native/*.pyx _native/*.pxd) setup.py
 
 .PHONY: demo test setup deps venv build base bench docs clean

@@ -50,6 +50,11 @@ class Engine:
     def __repr__(self) -> str:
         return f"<Engine root={str(self.layout.root)!r}>"
 
+    def collect_garbage(self):
+        """Delete blobs and snapshots nothing refers to (see engine/gc.py)."""
+        from . import gc
+        return gc.collect(self)
+
     def check_host(self) -> None:
         """Refuse early, with one clear line, on a host that cannot run containers."""
         if os.geteuid() != 0:

@@ -15,18 +15,30 @@ Lifecycle of one blob (the same protocol as containerd's content store):
    bytes).
 4. ``writer.abort()`` (or leaving the ``with`` block on an exception) deletes
    the ingest file. Files left in ``ingest/`` by a killed process are
-   leftovers that ``system check`` reports; they are never visible as blobs.
+   leftovers that ``system check`` reports and the next writer sweeps away
+   (an ingest file is named after its writer's PID); they are never visible
+   as blobs.
+
+Garbage collection and leases: a blob that no image or container refers to
+is garbage, but a blob that a load or commit has just written is *not yet*
+referred to -- the tag comes last. So every writer holds a **lease**
+(``with store.lease(): ...``, a shared flock on ``locks/gc.lock``) from its
+first blob to its index update, and the collector deletes blobs only while
+holding that lock exclusively (containerd protects ingests with leases the
+same way). A collector that cannot get the lock skips this round.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from ..errors import DigestMismatch, StoreError
-from ..jsonfile import fsync_dir
+from ..jsonfile import fsync_dir, locked
 from ..layout import Layout
 
 CHUNK = 1 << 20
@@ -43,6 +55,7 @@ class Writer:
     def __init__(self, store: "ContentStore"):
         self._store = store
         store.layout.ingest.mkdir(parents=True, exist_ok=True)
+        store.sweep_ingest()
         self._fd = None
         name = f"{os.getpid()}-{os.urandom(8).hex()}"
         self.path = store.layout.ingest / name
@@ -161,6 +174,56 @@ class ContentStore:
                     break
                 w.write(chunk)
             return w.commit(expected_digest, expected_size, what=what)
+
+    @contextmanager
+    def lease(self):
+        """Protect blobs written inside the ``with`` block from garbage collection."""
+        self.layout.locks.mkdir(parents=True, exist_ok=True)
+        with locked(self.layout.lock("gc"), shared=True):
+            yield
+
+    @contextmanager
+    def collecting(self):
+        """Yield True if no lease is held (the caller may delete blobs), else False."""
+        self.layout.locks.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.layout.lock("gc"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)
+
+    def delete(self, digest: str) -> None:
+        """Remove a blob (only the garbage collector calls this, inside ``collecting``)."""
+        try:
+            os.unlink(self.path(digest))
+        except FileNotFoundError:
+            pass
+
+    def stale_ingests(self) -> list[Path]:
+        """Ingest files whose writer process is gone (leftovers of interrupted work)."""
+        out = []
+        if not self.layout.ingest.exists():
+            return out
+        for p in self.layout.ingest.iterdir():
+            pid = p.name.split("-", 1)[0]
+            if not pid.isdigit() or not os.path.exists(f"/proc/{pid}"):
+                out.append(p)
+        return out
+
+    def sweep_ingest(self) -> int:
+        """Delete ingest files left by dead writers; return how many."""
+        stale = self.stale_ingests()
+        for p in stale:
+            try:
+                os.unlink(p)
+            except FileNotFoundError:
+                pass
+        return len(stale)
 
     def verify(self, digest: str) -> bool:
         """Re-hash a stored blob (used by ``system check``)."""

@@ -23,7 +23,9 @@ import os
 import selectors
 
 from .content import ContentStore
-from .errors import ContainerError, HostNotSupported, ImageNotFound, InvalidReference, UsageError
+from .errors import (
+    ContainerError, EngineError, HostNotSupported, ImageNotFound, InvalidReference, UsageError,
+)
 from .image import reference, scratch
 from .image.store import Image, ImageStore
 from .layout import Layout
@@ -94,7 +96,8 @@ class ImageCollection:
         return self._engine.image_store.get(name)
 
     def list(self, name: str | None = None, all: bool = False) -> list[Image]:
-        images = self._engine.image_store.list()
+        """Images newest first; intermediate images only with ``all`` (docker-py's shape)."""
+        images = self._engine.image_store.list(all=all)
         if name is not None:
             wanted = reference.parse(name)
             has_tag = ":" in name.rsplit("/", 1)[-1]
@@ -117,6 +120,64 @@ class ImageCollection:
             return self.build_busybox()
         raise ImageNotFound(f"No such image: {ref} (there is no registry configured; "
                             "only busybox:latest can be made locally)")
+
+    def tag(self, image: str | Image, repository: str, tag: str | None = None) -> bool:
+        """``docker tag``: add ``repository[:tag]`` as a name of ``image`` (docker-py's Image.tag)."""
+        img = image if isinstance(image, Image) else self.get(image)
+        name = repository if tag is None else f"{repository}:{tag}"
+        if str(reference.parse(name)) == scratch.SCRATCH:
+            raise UsageError("'scratch' is a reserved name")
+        if img.manifest_digest == scratch.image().manifest_digest:
+            scratch.store(self._engine.content)
+        self._engine.image_store.add(img.manifest_digest, name)
+        return True
+
+    def remove(self, image: str, force: bool = False, noprune: bool = False) -> list[dict]:
+        """``docker rmi``: untag and/or delete; returns [{"Untagged": ...}, {"Deleted": ...}]."""
+        from .image import deletion
+        return [{verb: what} for verb, what in deletion.remove(self._engine, image, force=force,
+                                                              prune=not noprune)]
+
+    def prune(self, all: bool = False) -> dict:
+        """``docker image prune [-a]``: {"ImagesDeleted": [...], "SpaceReclaimed": bytes}."""
+        from .image import deletion
+        records, reclaimed = deletion.prune(self._engine, all=all)
+        return {"ImagesDeleted": [{verb: what} for verb, what in records] or None,
+                "SpaceReclaimed": reclaimed}
+
+    def history(self, image: str | Image) -> list[dict]:
+        """``docker history``: newest first, docker-py's keys (Id, Created, CreatedBy, Tags,
+        Size, Comment). Id is the local image made at that step, else "<missing>"."""
+        from .runtime.container import parse_time
+
+        img = image if isinstance(image, Image) else self.get(image)
+        history = img.config.get("history") or [
+            {"created": img.created, "created_by": ""} for _ in img.layers]
+        # Which rows are images we have: this one, its parent, its parent's parent...
+        known, chain = {}, img
+        while chain is not None:
+            rows = len(chain.config.get("history") or chain.layers)
+            known.setdefault(rows - 1, chain)
+            parent = chain.parent
+            try:
+                chain = self._engine.image_store.load(parent) if parent else None
+            except EngineError:
+                chain = None
+        sizes, layer = img.layer_sizes, 0
+        out = []
+        for i, entry in enumerate(history):
+            if entry.get("empty_layer"):
+                size = 0
+            else:
+                size = sizes[layer] if layer < len(sizes) else 0
+                layer += 1
+            owner = known.get(i)
+            out.append({"Id": owner.id if owner else "<missing>",
+                        "Created": int(parse_time(entry.get("created", ""))),
+                        "CreatedBy": entry.get("created_by", ""),
+                        "Tags": list(owner.tags) if owner and owner.tags else None,
+                        "Size": size, "Comment": entry.get("comment", "")})
+        return list(reversed(out))
 
     def get_or_pull(self, name: str, on_pull=None) -> Image:
         try:

@@ -66,6 +66,7 @@ def locked(path: str | os.PathLike, *, shared: bool = False):
     flock locks belong to the open file description, so they are released
     when the process dies: a killed writer never leaves the store locked.
     """
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)

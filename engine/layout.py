@@ -8,6 +8,7 @@ JSON that a learner can ``cat``::
     <root>/
       oci-layout               {"imageLayoutVersion": "1.0.0"}: the root is an OCI image layout
       index.json               the tags: an OCI image index (ref.name annotation = repo:tag)
+      imagedb/<manifest-hex>.json  what OCI has no field for: parent image, last tag time
       blobs/sha256/<hex>       manifests, configs and layer tars, named by their sha256
       ingest/                  blobs being written (hashed while streaming, then renamed)
       snapshots/<chain-hex>/   each layer extracted once, keyed by its chain id
@@ -41,6 +42,7 @@ class Layout:
         self.root = Path(os.path.abspath(self.root))
         self.oci_layout = self.root / "oci-layout"
         self.index = self.root / "index.json"
+        self.imagedb = self.root / "imagedb"
         self.blobs = self.root / "blobs" / "sha256"
         self.ingest = self.root / "ingest"
         self.snapshots = self.root / "snapshots"

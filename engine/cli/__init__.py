@@ -40,9 +40,32 @@ class Parser(argparse.ArgumentParser):
 # Which module defines each command; main() imports only the one it needs.
 COMMANDS = {
     "run": "container", "ps": "container", "rm": "container", "inspect": "container",
-    "images": "image",
+    "commit": "container", "diff": "container",
+    "images": "image", "tag": "image", "rmi": "image", "history": "image",
     "pull": "system", "version": "system", "info": "system", "doctor": "system",
+    # management commands: `image ls`, `container rm`, `system df`...
+    "image": "manage", "container": "manage", "system": "manage",
 }
+
+
+class Only:
+    """Stands in for an argparse sub-parsers object and keeps only some commands.
+
+    Command modules register all their commands with ``add_parser``; this
+    lets the same module serve ``dockyard images`` and ``dockyard image ls``
+    (``wanted`` maps a module's name for a command to the name shown here)
+    and leaves out commands that exist only under a management command
+    (``image prune``, ``system df``).
+    """
+
+    def __init__(self, subparsers, wanted: dict[str, str]):
+        self.subparsers = subparsers
+        self.wanted = wanted
+
+    def add_parser(self, name, **kw):
+        if name in self.wanted:
+            return self.subparsers.add_parser(self.wanted[name], **kw)
+        return Parser(prog=name, add_help=False)  # a parser nobody will reach
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -57,8 +80,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("-v", "--version", action="store_true", help="print version information and quit")
     commands = parser.add_subparsers(dest="command_name", metavar="COMMAND", parser_class=Parser)
     modules = dict.fromkeys(COMMANDS.values()) if only not in COMMANDS else [COMMANDS[only]]
-    for name in modules:
-        importlib.import_module(f"{__name__}.{name}").register(commands)
+    for module in modules:
+        top_level = {name: name for name, owner in COMMANDS.items() if owner == module}
+        importlib.import_module(f"{__name__}.{module}").register(Only(commands, top_level))
     return parser
 
 

@@ -44,6 +44,21 @@ def register(commands) -> None:
     p.add_argument("containers", metavar="CONTAINER", nargs="+")
     p.set_defaults(func=cmd_rm)
 
+    p = commands.add_parser("commit", help="Create a new image from a container's changes")
+    p.add_argument("-a", "--author", default="", help='author (e.g. "Jane Doe <jane@example.com>")')
+    p.add_argument("-c", "--change", action="append", default=[], metavar="INSTRUCTION",
+                   help="apply a Dockerfile instruction to the image (CMD, ENTRYPOINT, ENV, ...)")
+    p.add_argument("-m", "--message", default="", help="commit message")
+    p.add_argument("-p", "--pause", action="store_true", default=True,
+                   help="pause the container during commit (accepted; pausing arrives with cgroups)")
+    p.add_argument("container", metavar="CONTAINER")
+    p.add_argument("repository", metavar="REPOSITORY[:TAG]", nargs="?")
+    p.set_defaults(func=cmd_commit)
+
+    p = commands.add_parser("diff", help="Inspect changes to files or directories on a container's filesystem")
+    p.add_argument("container", metavar="CONTAINER")
+    p.set_defaults(func=cmd_diff)
+
     p = commands.add_parser("inspect", help="Return low-level information on containers and images")
     p.add_argument("--type", choices=["container", "image"], help="only look for this type of object")
     p.add_argument("names", metavar="NAME|ID", nargs="+")
@@ -170,3 +185,19 @@ def cmd_inspect(engine, args) -> int:
         found.append(obj)
     print_json(found)
     return status
+
+
+def cmd_commit(engine, args) -> int:
+    container = engine.containers.get(args.container)
+    image = container.commit(args.repository, message=args.message, author=args.author,
+                             changes=args.change)
+    print(image.id)
+    return 0
+
+
+def cmd_diff(engine, args) -> int:
+    from ..runtime.commit import changes
+
+    for kind, path in changes(engine, engine.containers.get(args.container)):
+        print(f"{kind} {path}")
+    return 0

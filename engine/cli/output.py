@@ -90,3 +90,43 @@ def print_json(obj, out=None) -> None:
     """JSON as docker inspect prints it: 4-space indent."""
     out = out or sys.stdout
     out.write(json.dumps(obj, indent=4, ensure_ascii=False) + "\n")
+
+
+# -- Go's spellings, for ``--format`` templates and their row objects ---------
+
+
+def go_time(timestamp: float, tz=None) -> str:
+    """Go's ``time.Time.String()`` of a whole-second Unix time, as ``docker
+    images``/``ps`` print ``.CreatedAt``: ``2026-05-07 12:00:00 +0000 UTC``.
+
+    Docker's CLI formats ``time.Unix(created, 0)`` in the client's local time
+    zone, so ``tz=None`` means the local zone here too (UTC in most containers).
+    """
+    from datetime import datetime
+
+    moment = datetime.fromtimestamp(int(timestamp), tz).astimezone(tz)
+    return moment.strftime("%Y-%m-%d %H:%M:%S %z ") + (moment.tzname() or moment.strftime("%z"))
+
+
+# strconv.Quote's short escapes (https://pkg.go.dev/strconv#Quote).
+_GO_ESCAPES = {"\a": r"\a", "\b": r"\b", "\f": r"\f", "\n": r"\n", "\r": r"\r", "\t": r"\t",
+               "\v": r"\v", "\\": r"\\", '"': r"\""}
+
+
+def go_quote(text: str) -> str:
+    """Go's ``strconv.Quote``: double quotes, backslash escapes, printable
+    Unicode kept as is (``docker ps`` quotes the COMMAND column with it)."""
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if ch in _GO_ESCAPES:
+            out.append(_GO_ESCAPES[ch])
+        elif ch.isprintable():
+            out.append(ch)
+        elif code < 0x20 or code == 0x7F:
+            out.append(f"\\x{code:02x}")
+        elif code < 0x10000:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(f"\\U{code:08x}")
+    return '"' + "".join(out) + '"'

@@ -6,6 +6,13 @@ one entry per (manifest, tag), the tag in the annotation
 last tag moved to another image keeps an entry without a name: that is a
 *dangling* image, ``<none>:<none>`` in ``dockyard images``.
 
+What OCI has no field for -- which image an image was made from (its
+*parent*, set by ``commit`` and builds) and when it was last tagged -- lives
+beside the index in ``imagedb/<manifest-hex>.json``. Parents decide what
+docker calls *intermediate* images (untagged, with children: hidden unless
+``images -a``) and *dangling* ones (untagged, no children: ``<none>:<none>``,
+removed by ``image prune``).
+
 Readers load the JSON without locking (it is replaced atomically); writers
 hold ``locks/index.lock`` and replace the file durably. The blobs an entry
 points to are always committed before the entry is written, so a crash can
@@ -16,6 +23,7 @@ points at nothing.
 from __future__ import annotations
 
 import json
+import os
 from datetime import datetime, timezone
 
 from ..content import ContentStore
@@ -36,12 +44,35 @@ class Image:
     """
 
     def __init__(self, manifest_digest: str, manifest: Manifest, config: dict, tags: list[str],
-                 manifest_size: int):
+                 manifest_size: int, meta: dict | None = None):
         self.manifest_digest = manifest_digest
         self.manifest = manifest
         self.manifest_size = manifest_size
         self.config = config
         self.tags = tags
+        self.meta = meta or {}
+        self.children: list[str] = []  # manifest digests of images made from this one
+        self.parent_id = ""            # the parent's image ID, filled in by ImageStore
+        self.snapshot_sizes: list[int | None] = []  # per layer, once extracted
+
+    @property
+    def parent(self) -> str | None:
+        """The manifest digest of the image this one was made from, if known."""
+        return self.meta.get("parent") or None
+
+    @property
+    def dangling(self) -> bool:
+        """Untagged and nobody's parent: docker's ``<none>:<none>`` (虚悬镜像)."""
+        return not self.tags and not self.children
+
+    @property
+    def intermediate(self) -> bool:
+        """Untagged but the parent of another image (中间层镜像): shown only by ``images -a``."""
+        return not self.tags and bool(self.children)
+
+    @property
+    def labels(self) -> dict:
+        return self.run_config.get("Labels") or {}
 
     @property
     def id(self) -> str:
@@ -68,9 +99,15 @@ class Image:
         return chain_ids(self.diff_ids)
 
     @property
+    def layer_sizes(self) -> list[int]:
+        """Each layer's size as docker reports it: the bytes of file content
+        once extracted (recorded by the snapshotter), else the stored blob."""
+        known = self.snapshot_sizes or [None] * len(self.layers)
+        return [k if k is not None else layer.size for k, layer in zip(known, self.layers)]
+
+    @property
     def size(self) -> int:
-        """Bytes of layer content (the layer blobs as stored)."""
-        return sum(layer.size for layer in self.layers)
+        return sum(self.layer_sizes)
 
     @property
     def created(self) -> str:
@@ -84,7 +121,7 @@ class Image:
             "Id": self.id,
             "RepoTags": list(self.tags),
             "RepoDigests": [],
-            "Parent": "",
+            "Parent": self.parent_id,
             "Comment": (history[-1].get("comment", "") if history else ""),
             "Created": self.created,
             "DockerVersion": "",
@@ -96,7 +133,7 @@ class Image:
             "RootFS": {"Type": "layers", "Layers": self.diff_ids},
             "Descriptor": {"mediaType": self.manifest.media_type,
                            "digest": self.manifest_digest, "size": self.manifest_size},
-            "Metadata": {"LastTagTime": "0001-01-01T00:00:00Z"},
+            "Metadata": {"LastTagTime": self.meta.get("last_tag_time") or "0001-01-01T00:00:00Z"},
         }
 
     def __repr__(self) -> str:
@@ -131,14 +168,22 @@ class ImageStore:
             out.append((entry["digest"], name, entry))
         return out
 
-    def add(self, manifest_digest: str, tag: str | None = None) -> None:
+    def add(self, manifest_digest: str, tag: str | None = None, *, parent: str | None = None) -> None:
         """Record that ``manifest_digest`` is an image, optionally under ``tag``.
 
         The tag moves here from any other image; an image left with no tag
         stays in the index without a name (dangling), as docker keeps it.
+        ``parent`` (a manifest digest) records what the image was made from.
         """
         if tag is not None:
             tag = str(reference.parse(tag))
+        meta = {}
+        if parent:
+            meta["parent"] = parent
+        if tag is not None:
+            meta["last_tag_time"] = now_rfc3339()
+        if meta:
+            self.set_meta(manifest_digest, **meta)
         size = self.content.size(manifest_digest)
         data = self.content.read(manifest_digest)
         manifest = Manifest.parse(data, f"manifest {manifest_digest}")
@@ -169,6 +214,62 @@ class ImageStore:
             index["manifests"] = kept
             write_json(self.layout.index, index)
 
+    def untag(self, tag: str) -> str:
+        """Remove one tag; return the manifest digest it named. The image stays
+        (untagged) -- deciding whether to delete it is the caller's policy."""
+        tag = str(reference.parse(tag))
+        with locked(self.layout.lock("index")):
+            index = self._index()
+            entries = index["manifests"]
+            target = next((e for e in entries
+                           if (e.get("annotations") or {}).get(mediatype.REF_NAME) == tag), None)
+            if target is None:
+                raise ImageNotFound(f"No such image: {tag}")
+            entries.remove(target)
+            digest = target["digest"]
+            if not any(e["digest"] == digest for e in entries):
+                entries.append({k: v for k, v in target.items() if k != "annotations"})
+            write_json(self.layout.index, index)
+        return digest
+
+    def delete(self, manifest_digest: str) -> None:
+        """Forget an image: every index entry for it, and its metadata. Its
+        blobs become garbage for engine/gc.py (unless shared)."""
+        with locked(self.layout.lock("index")):
+            index = self._index()
+            index["manifests"] = [e for e in index["manifests"] if e["digest"] != manifest_digest]
+            write_json(self.layout.index, index)
+        try:
+            os.unlink(self._meta_path(manifest_digest))
+        except FileNotFoundError:
+            pass
+
+    def _snapshot_size(self, chain_id: str) -> int | None:
+        """The size the snapshotter recorded when it extracted the layer, if it did."""
+        try:
+            with open(self.layout.snapshots / f"{chain_id.partition(':')[2]}.json") as f:
+                return int(json.load(f)["size"])
+        except (OSError, ValueError, KeyError):
+            return None
+
+    # -- metadata OCI has no field for -----------------------------------------
+
+    def _meta_path(self, manifest_digest: str):
+        return self.layout.imagedb / f"{manifest_digest.partition(':')[2]}.json"
+
+    def meta(self, manifest_digest: str) -> dict:
+        try:
+            return read_json(self._meta_path(manifest_digest))
+        except FileNotFoundError:
+            return {}
+        except ValueError:
+            return {}
+
+    def set_meta(self, manifest_digest: str, **fields) -> None:
+        self.layout.imagedb.mkdir(parents=True, exist_ok=True)
+        meta = {**self.meta(manifest_digest), **fields}
+        write_json(self._meta_path(manifest_digest), meta)
+
     # -- lookups ---------------------------------------------------------------
 
     def load(self, manifest_digest: str, tags: list[str] | None = None) -> Image:
@@ -183,21 +284,40 @@ class ImageStore:
         if len(config["rootfs"]["diff_ids"]) != len(manifest.layers):
             raise StoreError(f"image {manifest_digest}: {len(manifest.layers)} layers but "
                              f"{len(config['rootfs']['diff_ids'])} diff_ids")
+        entries = None
         if tags is None:
-            tags = [name for digest, name, _ in self._entries()
-                    if digest == manifest_digest and name]
-        return Image(manifest_digest, manifest, config, tags, len(data))
+            entries = self._entries()
+            tags = [name for digest, name, _ in entries if digest == manifest_digest and name]
+        image = Image(manifest_digest, manifest, config, tags, len(data), self.meta(manifest_digest))
+        image.snapshot_sizes = [self._snapshot_size(c) for c in image.chain_ids()]
+        if entries is not None:  # a single lookup: fill in family links too
+            present = {d for d, _, _ in entries}
+            image.children = [d for d in present if d != manifest_digest
+                              and self.meta(d).get("parent") == manifest_digest]
+            if image.parent in present:
+                image.parent_id = self._config_digest(image.parent)
+        return image
 
-    def list(self) -> list[Image]:
-        """Every image, newest first, each once with all its tags."""
+    def list(self, all: bool = True) -> list[Image]:
+        """Images newest first, each once with all its tags.
+
+        With ``all=False`` the intermediate images (untagged parents of other
+        images) are left out, as ``docker images`` leaves them out.
+        """
         by_digest: dict[str, list[str]] = {}
         for digest, name, _ in self._entries():
             by_digest.setdefault(digest, [])
             if name:
                 by_digest[digest].append(name)
-        images = [self.load(d, tags) for d, tags in by_digest.items()]
-        images.sort(key=lambda im: im.created, reverse=True)
-        return images
+        images = {d: self.load(d, tags) for d, tags in by_digest.items()}
+        for image in images.values():
+            parent = images.get(image.parent or "")
+            if parent is not None:
+                parent.children.append(image.manifest_digest)
+                image.parent_id = parent.id
+        out = [im for im in images.values() if all or not im.intermediate]
+        out.sort(key=lambda im: im.created, reverse=True)
+        return out
 
     def find(self, name: str) -> str | None:
         """The manifest digest a user's ``name`` refers to, or None.

@@ -197,7 +197,9 @@ class Container:
 
     @property
     def image(self):
-        return self._engine.images.get(self.attrs["Image"])
+        """The image this container was made from -- even if it was untagged or
+        ``rmi -f``-ed since: the container holds on to its manifest."""
+        return self._engine.image_store.load(self.attrs["Dockyard"]["ManifestDigest"])
 
     @property
     def path(self):
@@ -225,7 +227,7 @@ class Container:
         """The kernel steps that will start this container (see runtime/plan.py)."""
         from .profile import container_plan
 
-        image = self._engine.images.get(self.attrs["Image"])
+        image = self.image
         overlay = self._engine.snapshots.overlay(image, self.id)
         config = self.attrs["Config"]
         title = f"# plan for container {self.short_id} ({self.name}) from {config['Image'] or image.short_id}"
@@ -307,6 +309,19 @@ class Container:
     def remove(self, force: bool = False) -> None:
         """Delete the container and its writable layer (``docker rm [-f]``)."""
         self._engine.containers.remove(self, force=force)
+
+    def diff(self) -> list[dict]:
+        """``docker diff``: [{"Path": "/etc", "Kind": 0|1|2}] (0 changed, 1 added, 2 deleted)."""
+        from .commit import changes
+        kinds = {"C": 0, "A": 1, "D": 2}
+        return [{"Path": path, "Kind": kinds[kind]} for kind, path in changes(self._engine, self)]
+
+    def commit(self, repository: str | None = None, tag: str | None = None, *, message: str = "",
+               author: str = "", changes: list[str] | None = None):
+        """``docker commit``: keep this container's changes as a new image (runtime/commit.py)."""
+        from .commit import commit
+        name = repository if (repository is None or tag is None) else f"{repository}:{tag}"
+        return commit(self._engine, self, name, message=message, author=author, changes=changes)
 
 
 class ContainerStore:

@@ -22,6 +22,7 @@ in the container's plan.
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -65,6 +66,21 @@ class Overlay:
     @property
     def options(self) -> str:
         return f"lowerdir={':'.join(self.lower)},upperdir={self.upper},workdir={self.work}"
+
+
+def tree_size(path: str | os.PathLike) -> int:
+    """Sum of the sizes of the files under ``path``, each inode once (like ``du -b``
+    of a layer: hard links are one file, directories count nothing)."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in filenames:
+            st = os.lstat(os.path.join(dirpath, name))
+            if (st.st_dev, st.st_ino) in seen:
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            total += st.st_size
+    return total
 
 
 def filesystem_type(path: str | os.PathLike) -> int:
@@ -138,15 +154,39 @@ class Snapshotter:
                     raise LayerError(f"layer {layer.digest}: media type {layer.media_type} "
                                      "is not supported yet")
                 apply_layer(stream, str(tmp), expected_digest=diff_id)
+            size = tree_size(tmp)
             try:
                 os.rename(tmp, path)
             except OSError:
                 if not path.exists():
                     raise
                 shutil.rmtree(tmp)  # extracted concurrently by another process
+            self._write_info(path, size)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+
+    # -- sizes --------------------------------------------------------------------
+
+    def _write_info(self, path: Path, size: int) -> None:
+        from ..jsonfile import write_json
+        write_json(path.with_name(path.name + ".json"), {"size": size}, durable=False)
+
+    def size(self, chain_id: str) -> int | None:
+        """Bytes of file content in an extracted layer (what docker calls its
+        size), or None when the layer is not extracted here."""
+        path = self.layout.snapshot(chain_id)
+        info = path.with_name(path.name + ".json")
+        try:
+            with open(info) as f:
+                return int(json.load(f)["size"])
+        except (OSError, ValueError, KeyError):
+            pass
+        if not path.is_dir():
+            return None
+        size = tree_size(path)
+        self._write_info(path, size)
+        return size
 
     def prepare(self, container_id: str) -> tuple[Path, Path, Path]:
         """Create the container's upper, work and rootfs (mount point) directories."""

@@ -7,7 +7,7 @@ import os
 import signal
 import sys
 
-from .output import ago, ellipsis, human_duration, print_json, table
+from .output import print_json
 
 # Signals `dockyard run` passes on to the container (docker's --sig-proxy).
 PROXIED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
@@ -35,6 +35,10 @@ def register(commands) -> None:
 
     p = commands.add_parser("ps", help="List containers")
     p.add_argument("-a", "--all", action="store_true", help="show all containers (default shows just running)")
+    p.add_argument("-f", "--filter", action="append", default=[], metavar="FILTER",
+                   help="filter output: id=, name=, label=, exited=, status=, ancestor=, before=, since=")
+    p.add_argument("--format", metavar="TEMPLATE", default="",
+                   help="format output with a Go template ('table ...', 'json', '{{.ID}}')")
     p.add_argument("-q", "--quiet", action="store_true", help="only display container IDs")
     p.add_argument("--no-trunc", action="store_true", help="don't truncate output")
     p.set_defaults(func=cmd_ps)
@@ -61,6 +65,8 @@ def register(commands) -> None:
 
     p = commands.add_parser("inspect", help="Return low-level information on containers and images")
     p.add_argument("--type", choices=["container", "image"], help="only look for this type of object")
+    p.add_argument("-f", "--format", metavar="TEMPLATE",
+                   help="format the output with a Go template, e.g. '{{.State.Pid}}'")
     p.add_argument("names", metavar="NAME|ID", nargs="+")
     p.set_defaults(func=cmd_inspect)
 
@@ -105,41 +111,28 @@ def cmd_run(engine, args) -> int:
             signal.signal(sig, handler)
 
 
-def status_text(c) -> str:
-    """The STATUS column of docker ps."""
-    import time
-
-    from ..runtime.container import parse_time
-
-    state = c.attrs["State"]
-    if state["Status"] == "running":
-        return "Up " + human_duration(time.time() - parse_time(state["StartedAt"]))
-    if state["Status"] == "exited":
-        return f"Exited ({state['ExitCode']}) {ago(parse_time(state['FinishedAt']))}"
-    return state["Status"].capitalize()
-
-
-def command_text(c, no_trunc: bool) -> str:
-    cmd = " ".join([c.attrs["Path"], *c.attrs["Args"]])
-    return '"' + (cmd if no_trunc else ellipsis(cmd, 20)) + '"'
-
-
 def cmd_ps(engine, args) -> int:
-    from ..runtime.container import parse_time
+    import functools
 
-    containers = engine.containers.list(all=args.all)
+    from ..runtime.filters import match_container, parse_filters, shows_all
+    from .rows import CONTAINER_FORMAT, CONTAINER_HEADERS, ContainerRow
+    from .template import render
+
+    filters = parse_filters(args.filter)
+    containers = engine.containers.list(all=args.all or shows_all(filters))
+    resolve_container = functools.cache(engine.containers.get)
+    resolve_image = functools.cache(engine.images.get)
+    containers = [c for c in containers
+                  if match_container(c, filters, resolve_container=resolve_container,
+                                     resolve_image=resolve_image)]
     if args.quiet:
         for c in containers:
             print(c.id if args.no_trunc else c.short_id)
         return 0
-    rows = []
-    for c in containers:
-        image = c.attrs["Config"].get("Image") or c.attrs["Image"]
-        if not args.no_trunc and image.startswith("sha256:"):
-            image = image[7:19]
-        rows.append([c.id if args.no_trunc else c.short_id, image, command_text(c, args.no_trunc),
-                     ago(parse_time(c.attrs["Created"])), status_text(c), "", c.name])
-    table(["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"], rows)
+    rows = [ContainerRow(c, no_trunc=args.no_trunc) for c in containers]
+    text = render(args.format, rows, CONTAINER_HEADERS, default=CONTAINER_FORMAT)
+    if text:
+        print(text)
     return 0
 
 
@@ -183,6 +176,11 @@ def cmd_inspect(engine, args) -> int:
             status = 125
             continue
         found.append(obj)
+    if args.format is not None:
+        from .template import render_one
+        for obj in found:
+            print(render_one(args.format, obj))
+        return status
     print_json(found)
     return status
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .output import ago, human_size, table
+from .output import human_size
 
 
 def parse_bool(text: str) -> bool:
@@ -17,6 +17,12 @@ def parse_bool(text: str) -> bool:
 def register(commands) -> None:
     p = commands.add_parser("images", help="List images")
     p.add_argument("-a", "--all", action="store_true", help="show all images (default hides intermediate images)")
+    p.add_argument("--digests", action="store_true", help="show digests")
+    p.add_argument("-f", "--filter", action="append", default=[], metavar="FILTER",
+                   help="filter output: dangling=true|false, label=K[=V], before=IMAGE, since=IMAGE, "
+                        "reference=PATTERN")
+    p.add_argument("--format", metavar="TEMPLATE", default="",
+                   help="format output with a Go template ('table ...', 'json', '{{.ID}}')")
     p.add_argument("-q", "--quiet", action="store_true", help="only show image IDs")
     p.add_argument("--no-trunc", action="store_true", help="don't truncate output")
     p.add_argument("repository", metavar="REPOSITORY[:TAG]", nargs="?", help="only images of this repository")
@@ -38,6 +44,7 @@ def register(commands) -> None:
                    metavar="BOOL", help="print sizes and dates in human readable format (default true)")
     p.add_argument("--no-trunc", action="store_true", help="don't truncate output")
     p.add_argument("-q", "--quiet", action="store_true", help="only show image IDs")
+    p.add_argument("--format", metavar="TEMPLATE", default="", help="format output with a Go template")
     p.add_argument("image", metavar="IMAGE")
     p.set_defaults(func=cmd_history)
 
@@ -47,35 +54,43 @@ def register(commands) -> None:
     p.set_defaults(func=cmd_prune)
 
 
-def image_rows(images, no_trunc: bool) -> list[list[str]]:
-    """One row per (image, tag); an untagged image is one <none> row (docker's layout)."""
-    from ..image import reference
-    from ..runtime.container import parse_time
+def cmd_images(engine, args) -> int:
+    import functools
 
+    from ..image.filters import match_image, matching_tags, parse_filters
+    from .rows import IMAGE_FORMAT, IMAGE_HEADERS, ImageRow
+    from .template import render
+
+    filters = parse_filters(args.filter)
+    resolve = functools.cache(engine.images.get)
+    # A dangling=true filter looks at every image, as `docker images -f dangling=true`.
+    listing_all = args.all or filters.get("dangling") == ["true"]
+    images = [im for im in engine.images.list(name=args.repository, all=listing_all)
+              if match_image(im, filters, resolve=resolve)]
     rows = []
     for im in images:
-        image_id = im.id if no_trunc else im.short_id
-        created = ago(parse_time(im.created))
-        size = human_size(im.size)
-        for tag in im.tags or [None]:
-            if tag is None:
-                repo, tag_text = "<none>", "<none>"
-            else:
-                ref = reference.parse(tag)
-                repo, tag_text = ref.familiar_name, ref.tag or "<none>"
-            rows.append([repo, tag_text, image_id, created, size])
-    return rows
-
-
-def cmd_images(engine, args) -> int:
-    images = engine.images.list(name=args.repository, all=args.all)
-    rows = image_rows(images, args.no_trunc)
+        tags = matching_tags(im, filters) if im.tags else [None]
+        if args.repository:
+            wanted = args.repository if ":" in args.repository.rsplit("/", 1)[-1] else None
+            tags = [t for t in tags if t is None or _same_repository(t, args.repository, wanted)]
+        rows.extend(ImageRow(im, tag, no_trunc=args.no_trunc) for tag in tags)
     if args.quiet:
         for row in rows:
-            print(row[2])
+            print(row.ID)
         return 0
-    table(["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"], rows)
+    default = IMAGE_FORMAT
+    if args.digests:
+        default = default.replace("{{.Tag}}\t", "{{.Tag}}\t{{.Digest}}\t")
+    text = render(args.format, rows, IMAGE_HEADERS, default=default)
+    if text:
+        print(text)
     return 0
+
+
+def _same_repository(tag: str, wanted: str, with_tag: str | None) -> bool:
+    from ..image import reference
+    a, b = reference.parse(tag), reference.parse(wanted)
+    return a.familiar_name == b.familiar_name and (with_tag is None or a.tag == b.tag)
 
 
 def cmd_tag(engine, args) -> int:
@@ -103,31 +118,19 @@ def cmd_rmi(engine, args) -> int:
 
 
 def cmd_history(engine, args) -> int:
-    import datetime
+    from .rows import HISTORY_FORMAT, HISTORY_FORMAT_NOT_HUMAN, HISTORY_HEADERS, HistoryRow
+    from .template import render
 
-    from .output import ellipsis
-
-    rows = []
-    for entry in engine.images.history(args.image):
-        image_id = entry["Id"]
-        if image_id != "<missing>" and not args.no_trunc:
-            image_id = image_id.removeprefix("sha256:")[:12]
-        if args.quiet:
-            print(image_id)
-            continue
-        created_by = entry["CreatedBy"].replace("\t", " ").replace("\n", " ")
-        if not args.no_trunc:
-            created_by = ellipsis(created_by, 45)
-        if args.human:
-            created = ago(entry["Created"])
-            size = human_size(entry["Size"])
-        else:
-            created = datetime.datetime.fromtimestamp(entry["Created"], datetime.timezone.utc) \
-                .strftime("%Y-%m-%dT%H:%M:%SZ")
-            size = str(entry["Size"])
-        rows.append([image_id, created, created_by, size, entry["Comment"]])
-    if not args.quiet:
-        table(["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"], rows)
+    rows = [HistoryRow(entry, no_trunc=args.no_trunc, human=args.human)
+            for entry in engine.images.history(args.image)]
+    if args.quiet:
+        for row in rows:
+            print(row.ID)
+        return 0
+    default = HISTORY_FORMAT if args.human else HISTORY_FORMAT_NOT_HUMAN
+    text = render(args.format, rows, HISTORY_HEADERS, default=default)
+    if text:
+        print(text)
     return 0
 
 

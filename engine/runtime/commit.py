@@ -128,7 +128,7 @@ def changes(engine, container) -> list[tuple[str, str]]:
 def commit(engine, container, repository: str | None = None, *, message: str = "",
            author: str = "", changes: list[str] | None = None):
     """``docker commit``: a new image = the container's image + its writable layer."""
-    from ..image.changes import apply_changes
+    from ..image.changes import apply as apply_changes
     from ..layer import create_layer
 
     tag = str(reference.parse(repository)) if repository else None  # refuse bad names first

@@ -104,7 +104,7 @@ def test_ps_columns_and_states(cli):
     assert lines[0].startswith("CONTAINER ID   IMAGE     COMMAND")
     rows = {line.split()[-1]: line for line in lines[1:]}
     assert set(rows) == {"done3", "broken"}
-    assert re.search(r'busybox +"sh -c exit 3" +.* ago +Exited \(3\) .* ago +done3$', rows["done3"])
+    assert re.search(r'busybox +"sh -c \'exit 3\'" +.* ago +Exited \(3\) .* ago +done3$', rows["done3"])
     assert re.search(r'"nosuch" .* Created +broken$', rows["broken"])
     ids = cli("ps", "-aq").stdout.split()
     assert len(ids) == 2 and all(len(i) == 12 for i in ids)
@@ -118,8 +118,8 @@ def test_ps_columns_and_states(cli):
 def test_long_commands_are_truncated_like_docker(cli):
     cli("run", "--name", "long", "busybox", "sh", "-c", "echo a long command line here")
     line = cli("ps", "-a").stdout.splitlines()[1]
-    assert '"sh -c echo a long c…"' in line
-    assert '"sh -c echo a long command line here"' in cli("ps", "-a", "--no-trunc").stdout
+    assert '"sh -c \'echo a long …"' in line
+    assert '"sh -c \'echo a long command line here\'"' in cli("ps", "-a", "--no-trunc").stdout
     cli("rm", "long")
 
 

@@ -188,6 +188,60 @@ class ImageCollection:
                 on_pull(str(ref))
             return self.pull(name)
 
+    # -- archives: save / load / import (engine/image/archive.py, tarball.py) --
+
+    def save(self, names, out=None):
+        """``docker save``: the images ``names`` (a name or a list) as one tar.
+
+        With ``out`` (a binary file object) the archive is written to it and
+        None returned; without, an iterator of byte chunks is returned, like
+        docker-py's ``image.save()``. Names are checked before anything is
+        written. The format: docker-archive and OCI layout in one tar (see
+        engine/image/archive.py).
+        """
+        from .image import archive
+
+        if out is None:
+            return archive.save(self._engine, names)
+        archive.save_to(self._engine, names, out)
+        return None
+
+    def load(self, data) -> list[Image]:
+        """``docker load``: every image of an archive; returns them (tags applied).
+
+        ``data`` is bytes, a binary file object (read once, front to back:
+        a pipe is fine) or a path. docker-archive and OCI archives, either
+        possibly gzip-compressed, are accepted.
+        """
+        return self.load_archive(data).images
+
+    def load_archive(self, data):
+        """Like :meth:`load`, returning the :class:`~engine.image.archive.LoadResult`
+        (images and docker's "Loaded image: ..." lines)."""
+        import io
+
+        from .image import archive
+
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            return archive.load(self._engine, io.BytesIO(bytes(data)))
+        if hasattr(data, "read"):
+            return archive.load(self._engine, data)
+        with open(data, "rb") as f:
+            return archive.load(self._engine, f)
+
+    def import_(self, source, repository: str | None = None, changes=None,
+                message: str | None = None) -> Image:
+        """``docker import``: a root filesystem tarball as a one-layer image.
+
+        ``source``: a path, an ``http(s)://`` URL, bytes or a binary file
+        object (tar, tar.gz, tar.zst, tar.bz2, tar.xz). ``repository`` is
+        ``REPO[:TAG]``; ``changes`` a list of Dockerfile instructions (``-c``);
+        ``message`` the history comment (``-m``).
+        """
+        from .image.tarball import import_tarball
+
+        return import_tarball(self._engine, source, repository, changes, message)
+
 
 class ContainerCollection:
     """``engine.containers``: create, run, find, list."""

@@ -108,3 +108,58 @@ def descendants(pid: int) -> set[int]:
                     found.add(child)
                     todo.append(child)
     return found
+
+
+# -- archives: save / load / import / export -------------------------------------
+
+
+def tar_bytes(entries) -> bytes:
+    """A reproducible tar from ``(name, content)`` pairs: bytes make a file,
+    None a directory, ``("symlink", target)`` or ``("hardlink", target)`` a link.
+    Every mtime is 0 and owners are root, so the same entries give the same bytes."""
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, content in entries:
+            info = tarfile.TarInfo(name)
+            info.mtime = 0
+            info.uname = info.gname = ""
+            if content is None:
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                tar.addfile(info)
+            elif isinstance(content, tuple):
+                info.type = tarfile.SYMTYPE if content[0] == "symlink" else tarfile.LNKTYPE
+                info.linkname, info.mode = content[1], 0o777
+                tar.addfile(info)
+            else:
+                info.size, info.mode = len(content), 0o755 if name.startswith("bin/") else 0o644
+                tar.addfile(info, io.BytesIO(content))
+    return buf.getvalue()
+
+
+def tar_members(data: bytes) -> list:
+    """``[(TarInfo, content or None)]`` of a tar held in memory, in archive order."""
+    import io
+    import tarfile
+
+    out = []
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+        for info in tar:
+            f = tar.extractfile(info) if info.isreg() else None
+            out.append((info, f.read() if f else None))
+    return out
+
+
+def rootfs_tarball(files: dict | None = None) -> bytes:
+    """A tiny root filesystem tarball that can run: the host's static busybox as
+    /bin/busybox, /bin/sh a symlink to it, /etc and /tmp, plus ``files``."""
+    entries = [("bin", None), ("bin/busybox", Path(BUSYBOX).read_bytes()),
+               ("bin/sh", ("symlink", "busybox")), ("etc", None), ("tmp", None)]
+    for name, content in sorted((files or {}).items()):
+        parent = name.rsplit("/", 1)[0] if "/" in name else None
+        if parent and all(n != parent for n, _ in entries):
+            entries.append((parent, None))
+        entries.append((name, content))
+    return tar_bytes(entries)

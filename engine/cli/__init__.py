@@ -43,6 +43,7 @@ COMMANDS = {
     "commit": "container", "diff": "container",
     "images": "image", "tag": "image", "rmi": "image", "history": "image",
     "pull": "system", "version": "system", "info": "system", "doctor": "system",
+    "save": "archive", "load": "archive", "import": "archive", "export": "archive",
     # management commands: `image ls`, `container rm`, `system df`...
     "image": "manage", "container": "manage", "system": "manage",
 }

@@ -310,6 +310,20 @@ class Container:
         """Delete the container and its writable layer (``docker rm [-f]``)."""
         self._engine.containers.remove(self, force=force)
 
+    def export(self, out=None):
+        """``docker export``: the container's filesystem as a tar (see runtime/export.py).
+
+        With ``out`` (a binary file object) the tar is written to it; without,
+        an iterator of byte chunks is returned, like docker-py's ``export()``.
+        Works for created, exited and running containers.
+        """
+        from . import export
+
+        if out is None:
+            return export.export(self._engine, self)
+        export.export_to(self._engine, self, out)
+        return None
+
     def diff(self) -> list[dict]:
         """``docker diff``: [{"Path": "/etc", "Kind": 0|1|2}] (0 changed, 1 added, 2 deleted)."""
         from .commit import changes

@@ -110,7 +110,9 @@ class ImageCollection:
         """Make ``busybox:latest`` from the host's static busybox (see image/base.py)."""
         from .image import base
 
-        return base.build_busybox(self._engine.image_store, binary or base.BUSYBOX_BINARY, tag)
+        image = base.build_busybox(self._engine.image_store, binary or base.BUSYBOX_BINARY, tag)
+        self._engine.snapshots.ensure(image)  # unpack at pull time, as docker does
+        return self._engine.image_store.load(image.manifest_digest)
 
     def pull(self, name: str) -> Image:
         """Get an image that is not here. Without a registry (a later feature),

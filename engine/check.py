@@ -144,21 +144,30 @@ def _check_image(engine, name: str, manifest_digest: str, blobs: set[str]) -> li
 
 
 def repair(engine) -> list[Finding]:
-    """Remove the leftovers (never the problems); return what was removed."""
+    """Remove the leftovers (never the problems); return what was really removed.
+
+    Orphan blobs, dead ingests and interrupted extractions go through the
+    garbage collector, which does nothing while a load or commit holds a
+    lease: those leftovers are then kept (and still reported) until it ends.
+    """
     from . import gc
 
-    removed = [f for f in check(engine, rehash=False) if f.kind == "leftover"]
-    gc.collect(engine)  # orphans, dead ingests, interrupted extractions
+    leftovers = [f for f in check(engine, rehash=False) if f.kind == "leftover"]
+    collected = gc.collect(engine)
     layout = engine.layout
-    for finding in removed:
+    removed = []
+    for finding in leftovers:
         what = finding.what
-        if what.startswith("containers/.removing-"):
+        if what.startswith(("blob ", "ingest/", "snapshots/")):
+            if collected.ran:
+                removed.append(finding)
+            continue
+        if what.startswith("containers/"):
             shutil.rmtree(layout.root / what, ignore_errors=True)
-        elif what.startswith("names/") or what.startswith("imagedb/"):
+        elif what.startswith(("names/", "imagedb/")):
             try:
                 os.unlink(layout.root / what)
             except FileNotFoundError:
                 pass
-        elif what.startswith("containers/"):
-            shutil.rmtree(layout.root / what, ignore_errors=True)
+        removed.append(finding)
     return removed

@@ -156,3 +156,117 @@ def test_lab01_mistakes_get_hints(lab01, mistake):
     assert checked.returncode == 1, f"the checker should fail for {mistake}:\n{text}"
     for hint in hints:
         assert hint in text, f"{mistake}: hint {hint!r} missing from:\n{text}"
+
+
+# -- lab 02: layers by hand ------------------------------------------------------
+
+LAB02 = REPO / "labs" / "02-layers"
+
+
+def lab_shell(lab: Lab, script: str) -> subprocess.CompletedProcess:
+    """Run a few shell lines as a learner would type them ($DOCKYARD is the dockyard command)."""
+    return subprocess.run(["sh", "-ec", script], capture_output=True, text=True,
+                          env=lab.env(), cwd=REPO, timeout=120)
+
+
+@pytest.fixture
+def lab02(tmp_path):
+    lab = Lab(LAB02, tmp_path / "dockyard-root")
+    yield lab
+    lab.cleanup()
+    assert not mounts_under(lab.root), f"mounts left behind: {mounts_under(lab.root)}"
+
+
+def test_lab02_layout():
+    for name in ("README.md", "start.sh", "solution.sh", "test_lab02.py"):
+        assert (LAB02 / name).is_file(), f"labs/02-layers/{name} is missing"
+    assert not (LAB02 / "conftest.py").exists(), "a lab must not carry a conftest.py"
+
+
+@needs_root
+@pytest.mark.root
+def test_lab02_start_fails_with_a_hint(lab02):
+    started = lab02.script("start.sh")
+    assert started.returncode == 0, output(started)
+
+    checked = lab02.check()
+    text = output(checked)
+    assert checked.returncode == 1, f"the checker should fail on the starting point:\n{text}"
+    assert "No image named lab02/app:v2 exists" in text, text
+    assert "dockyard commit CONTAINER lab02/app:v2" in text, text
+    assert "1 failed" in text and "skipped" in text, text
+
+
+@needs_root
+@pytest.mark.root
+def test_lab02_solution_passes(lab02):
+    for attempt in (1, 2):  # re-runnable: the second run replaces what the first made
+        solved = lab02.script("solution.sh")
+        assert solved.returncode == 0, f"solution.sh (run {attempt}) failed:\n{output(solved)}"
+
+    checked = lab02.check()
+    text = output(checked)
+    assert checked.returncode == 0, f"the checker should pass on the solution:\n{text}"
+    assert "failed" not in text and "skipped" not in text, text
+
+    # What is left: busybox, lab02/app:v2 and its untagged parent (intermediate, not dangling).
+    assert len(lab02.dockyard("images", "-q").stdout.split()) == 2
+    assert len(lab02.dockyard("images", "-a", "-q").stdout.split()) == 3
+    assert lab02.dockyard("images", "-q", "-f", "dangling=true").stdout.split() == []
+    assert lab02.dockyard("ps", "-a", "-q").stdout.split() == []
+    history = lab02.dockyard("history", "-q", "lab02/app:v2").stdout.split()
+    assert len(history) == 4 and history.count("<missing>") == 1, history  # 2 new + busybox's 2
+
+
+# The first layer of a correct attempt, and a correct second container: the mistakes vary the rest.
+ADD = """$DOCKYARD run --name lab02-add busybox sh -c 'mkdir -p /app && head -c 1048576 /dev/urandom > /app/data.bin'
+$DOCKYARD commit lab02-add lab02/app:v1
+"""
+DELETE = """$DOCKYARD run --name lab02-del lab02/app:v1 sh -c 'rm /app/data.bin && echo hello > /app/README'
+"""
+CHANGES = """-c 'CMD ["cat", "/app/README"]' -c 'LABEL course=dockyard'"""
+
+# Typical mistakes and the hints each one must get: (shell lines, expected hint texts).
+MISTAKES02 = {
+    # Add and delete in one container: one layer, and the file never reaches it.
+    "one-container": (
+        """$DOCKYARD run --name lab02-all busybox sh -c 'mkdir /app && head -c 1048576 /dev/urandom > /app/data.bin && rm /app/data.bin && echo hello > /app/README'
+$DOCKYARD commit """ + CHANGES + " lab02-all lab02/app:v2\n",
+        ["has only 1 new layer above busybox's, not 2", "run a SECOND container from that new image",
+         "did you create and delete data.bin in the SAME container?"]),
+    # Forgot -c: the image keeps the container's command, and has no label.
+    "no-changes": (
+        ADD + DELETE + "$DOCKYARD commit lab02-del lab02/app:v2\n",
+        ["A commit keeps the container's own configuration",
+         """-c 'CMD ["cat", "/app/README"]'""", "-c 'LABEL course=dockyard'"]),
+    # Committed twice to the same tag: the first v2 is left dangling.
+    "committed-twice": (
+        ADD + DELETE + "$DOCKYARD commit lab02-del lab02/app:v2\n"
+        + "$DOCKYARD commit " + CHANGES + " lab02-del lab02/app:v2\n",
+        ["1 dangling image(s)", "dockyard images -f dangling=true", "dockyard image prune"]),
+    # rm -rf /app && mkdir /app: an opaque directory instead of a whiteout for data.bin.
+    "opaque-dir": (
+        ADD + """$DOCKYARD run --name lab02-del lab02/app:v1 sh -c 'rm -rf /app && mkdir /app && echo hello > /app/README'
+$DOCKYARD commit """ + CHANGES + " lab02-del lab02/app:v2\n",
+        ["marks /app *opaque*", "Delete only the file: `rm /app/data.bin`"]),
+    # CMD in shell form.
+    "shell-form-cmd": (
+        ADD + DELETE + "$DOCKYARD commit -c 'CMD cat /app/README' -c 'LABEL course=dockyard' "
+        "lab02-del lab02/app:v2\n",
+        ["is the *shell form*", "Use the JSON (exec) form"]),
+}
+
+
+@needs_root
+@pytest.mark.root
+@pytest.mark.parametrize("mistake", list(MISTAKES02))
+def test_lab02_mistakes_get_hints(lab02, mistake):
+    script, hints = MISTAKES02[mistake]
+    ran = lab_shell(lab02, script)
+    assert ran.returncode == 0, output(ran)
+
+    checked = lab02.check()
+    text = output(checked)
+    assert checked.returncode == 1, f"the checker should fail for {mistake}:\n{text}"
+    for hint in hints:
+        assert hint in text, f"{mistake}: hint {hint!r} missing from:\n{text}"

@@ -217,3 +217,14 @@ def test_conflict_errors_from_the_api(engine):
     engine.containers.create("busybox", ["true"])
     with pytest.raises(Conflict, match="must force"):
         engine.images.remove("busybox")
+
+
+def test_repair_keeps_orphans_while_a_writer_holds_a_lease(cli, engine):
+    orphan = engine.content.put(b"written by a load still running")
+    with engine.content.lease():  # as a load or commit in progress would
+        r = cli("system", "check", "--repair")
+        assert f"removed blob {orphan}" not in r.stdout
+        assert f"leftover  blob {orphan}" in r.stdout
+        assert engine.content.exists(orphan)
+    r = cli("system", "check", "--repair")
+    assert f"removed blob {orphan}" in r.stdout and not engine.content.exists(orphan)

@@ -8,6 +8,7 @@ compiled               Python twin                     what it does
 =====================  ==============================  =========================
 engine._native.spawn   engine/runtime/spawn.py         clone(2) + container setup + execve
 engine._native.layers  engine/layer/tar.py             stream a tar into a directory, hashing it
+                       engine/layer/create.py          write a directory as a reproducible tar
 =====================  ==============================  =========================
 
 :func:`load` returns the compiled module, or ``None`` when it is not built or

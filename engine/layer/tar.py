@@ -1,4 +1,4 @@
-"""Apply a layer: stream an uncompressed tar into a directory, hashing it.
+"""Apply a layer: stream a (possibly compressed) tar into a directory, hashing it.
 
 This is the readable Python twin of ``_native/layers.pyx`` (compiled as
 ``engine._native.layers``). Both have the same :func:`apply_layer`, return
@@ -14,22 +14,31 @@ Lifecycle of one :func:`apply_layer` call
    ``mkdirat``, ``symlinkat``, ``linkat``, ``mknodat``, ``fchownat``,
    ``utimensat``, ``unlinkat``) and never follows a symlink, so an entry can
    never reach outside the root, whatever the archive says.
-2. The stream is read in 1 MiB chunks. Every byte read goes through sha256
-   at once, so the layer is hashed in the same pass that extracts it.
+2. The stream is read in 1 MiB chunks through a
+   :class:`~engine.layer.compression.LayerSource`: every byte read goes
+   through sha256 (the layer's *digest*); a gzip or zstd blob is
+   decompressed and the tar it holds goes through a second sha256 (the
+   *diff_id*); the :class:`~engine.layer.compression.Limits` are checked
+   on every chunk. All of it in the same pass that extracts the layer.
 3. Headers are parsed one 512-byte block at a time (POSIX ustar, see
    ``man 5 tar`` / POSIX.1-2017 "pax" utility, "ustar Interchange Format").
    PAX ``x`` headers and GNU ``L``/``K`` headers carry a long name, a long
-   link target or big numbers for the entry that follows them.
-4. Each entry is checked (absolute names, ``..``, symlinks on the way) and
-   written: a file is created 0600 with ``O_EXCL|O_NOFOLLOW``, filled,
-   chowned, then given its real mode and mtime. OCI whiteouts become
-   overlayfs whiteouts (a 0/0 character device; the ``trusted.overlay.opaque``
-   xattr).
+   link target, big numbers or extended attributes for the entry that
+   follows them.
+4. Each entry is checked (absolute names, ``..``, symlinks on the way, the
+   size it declares) and written: a file is created with ``O_EXCL|O_NOFOLLOW``
+   and only its plain permission bits (``mode & 0o755``: never setuid,
+   setgid or sticky, never writable by others, while it is half-written),
+   filled, chowned, given its extended attributes, then its real mode and
+   mtime. OCI whiteouts become overlayfs whiteouts
+   (a 0/0 character device; the ``trusted.overlay.opaque`` xattr).
 5. Directories get their mode and mtime last, after all their children are
    written (writing a child changes a directory's mtime).
 6. After the end-of-archive blocks the rest of the stream is read and hashed
-   too ("drain the stream before comparing", as umoci does), then the digest
-   is compared with ``expected_digest``.
+   too ("drain the stream before comparing", as umoci does); a compressed
+   stream is decompressed to its very end, where gzip and zstd keep their
+   own checksums. Then the digest is compared with ``expected_digest`` and
+   the diff_id with ``expected_diff_id``.
 
 If anything fails, the root is left half-written: the caller extracts into
 a fresh directory and throws it away on error (the snapshotter does).
@@ -44,10 +53,13 @@ The rules, one by one
   any ``..`` component, a parent that is a symlink or not a directory, a
   hard link whose target is absolute, has ``..``, goes through a symlink,
   is missing or is a directory.
-* Refused with :class:`~engine.errors.LayerError`: a truncated stream, a
-  bad header checksum or number, a negative size, an unknown entry type, a
-  NUL byte in a name, an empty symlink target, a malformed PAX record, a
-  PAX/GNU header over 1 MiB, an owner or a device number out of range.
+* Refused with :class:`~engine.errors.LayerError`: a truncated or corrupt
+  stream (tar, gzip or zstd), a bad header checksum or number, a negative
+  size, a file bigger than ``limits.max_entry_size``, a layer bigger than
+  ``limits.max_uncompressed_size`` or expanding more than
+  ``limits.max_ratio`` times, an unknown entry type, a NUL byte in a name,
+  an empty symlink target, a malformed PAX record or xattr name, a PAX/GNU
+  header over 1 MiB, an owner or a device number out of range.
 * What is already in the root: a directory over a directory is kept (its
   mode, owner and mtime are updated); anything else is removed first
   (recursively for a directory) and never followed. So a later entry with
@@ -57,7 +69,14 @@ The rules, one by one
   is followed while extracting, which never happens.
 * A hard link gets no metadata of its own: it *is* its target's inode.
 * Owners are applied only when running as root (euid 0), and before the
-  mode: chown(2) clears setuid/setgid bits.
+  mode and the xattrs: chown(2) clears setuid/setgid bits and the
+  ``security.capability`` xattr.
+* Extended attributes come from PAX ``SCHILY.xattr.<name>`` records (the
+  names star and GNU tar use). ``trusted.overlay.*`` ones are ignored: that
+  namespace is overlayfs' own bookkeeping, so a layer must never be able to
+  set it (a directory is made opaque only by a ``.wh..wh..opq`` entry). An
+  xattr the filesystem refuses with ENOTSUP or EPERM is skipped, as Docker
+  does ("not all graphdrivers support xattrs", moby pkg/archive).
 * The first zero block ends the archive (GNU tar warns about "a lone zero
   block" and stops too; tarfile stops silently); a stream that simply ends
   between entries is fine. Directories, links, devices and FIFOs carry no
@@ -71,15 +90,14 @@ The rules, one by one
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..errors import DigestMismatch, LayerError, UnsafeLayerEntry
+from .compression import DEFAULT_LIMITS, LayerSource, Limits
 
 BLOCK = 512                 # tar works in 512-byte blocks
-CHUNK = 1 << 20             # how much we ask the stream for at a time
 META_MAX = 1 << 20          # largest PAX / GNU long-name header we keep in memory (as Go's archive/tar)
 ZERO_BLOCK = bytes(BLOCK)   # end of archive
 
@@ -100,6 +118,14 @@ WHITEOUT_META_PREFIX = b".wh..wh."  # reserved for the spec's own markers
 OPAQUE_MARKER = b".wh..wh..opq"
 OPAQUE_XATTR = b"trusted.overlay.opaque"
 
+XATTR_RECORD = b"SCHILY.xattr."       # PAX keyword prefix for an extended attribute
+OVERLAY_XATTRS = b"trusted.overlay."  # overlayfs' own namespace: never taken from a layer
+XATTR_SKIPPED = (errno.ENOTSUP, errno.EPERM)  # the filesystem refuses: skipped, as Docker does
+
+# What a file or directory is created with, until it gets its real mode: the
+# permission bits, but never setuid/setgid/sticky nor write access for others.
+SAFE_BITS = 0o755
+
 OPEN_ROOT = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 OPEN_DIR = OPEN_ROOT | os.O_NOFOLLOW
 CREATE_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -107,24 +133,42 @@ CREATE_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXE
 
 @dataclass(frozen=True)
 class LayerResult:
-    """What :func:`apply_layer` read: the stream's digest and size, and how many entries."""
+    """What :func:`apply_layer` read (or :func:`~engine.layer.create.create_layer` wrote).
 
-    digest: str    # "sha256:<hex>" of every byte read from the stream, up to EOF
-    size: int      # number of bytes read from the stream
-    entries: int   # archive members, PAX/GNU meta headers excluded (as ``tar -tf | wc -l``)
-
-
-def apply_layer(stream, root, expected_digest: str | None = None) -> LayerResult:
-    """Extract the uncompressed tar read from ``stream`` into the directory ``root``.
-
-    ``stream`` is a binary file object (``readinto`` is used when it has one,
-    else ``read``; short reads are fine). ``root`` must be an existing
-    directory. Raises :class:`~engine.errors.UnsafeLayerEntry` for entries
-    that would escape ``root``, :class:`~engine.errors.LayerError` for a
-    malformed archive and :class:`~engine.errors.DigestMismatch` when the
-    stream does not hash to ``expected_digest``.
+    ``digest`` is the sha256 of the blob (every byte of the stream, as
+    stored: compressed or not), ``diff_id`` the sha256 of the uncompressed
+    tar; they are equal for an uncompressed layer. ``size`` and
+    ``uncompressed_size`` count the bytes of each. ``entries`` counts the
+    archive members, PAX/GNU meta headers excluded (as ``tar -tf | wc -l``).
     """
-    reader = _Reader(stream)
+
+    digest: str             # "sha256:<hex>" of every byte read from the stream, up to EOF
+    diff_id: str            # "sha256:<hex>" of the uncompressed tar stream
+    size: int               # bytes read from the stream
+    uncompressed_size: int  # bytes of the uncompressed tar stream
+    entries: int            # archive members
+
+
+def apply_layer(stream, root, expected_digest: str | None = None, expected_diff_id: str | None = None,
+                compression: str = "auto", limits: Limits | None = None) -> LayerResult:
+    """Extract the tar read from ``stream`` into the directory ``root``.
+
+    ``stream`` is a binary file object (``read`` is used; short reads are
+    fine). ``compression`` says what the stream holds: "none", "gzip",
+    "zstd", or "auto" to recognize gzip and zstd by their magic numbers.
+    ``root`` must be an existing directory. ``limits`` (a
+    :class:`~engine.layer.compression.Limits`) bounds what the layer may
+    declare and expand to.
+
+    Raises :class:`~engine.errors.UnsafeLayerEntry` for entries that would
+    escape ``root``, :class:`~engine.errors.LayerError` for a malformed
+    archive or stream or one over the limits, and
+    :class:`~engine.errors.DigestMismatch` when the stream does not hash to
+    ``expected_digest`` or its uncompressed tar to ``expected_diff_id``.
+    """
+    limits = limits or DEFAULT_LIMITS
+    source = LayerSource(stream, compression, limits)
+    reader = _Reader(source.chunks())
     tree = _Tree(root)
     entries = 0
     try:
@@ -142,7 +186,7 @@ def apply_layer(stream, root, expected_digest: str | None = None) -> LayerResult
             pending = _Pending()
             entries += 1
             try:
-                _apply_entry(tree, reader, entry)
+                _apply_entry(tree, reader, entry, limits)
             except OSError as e:
                 e.add_note(f"while applying layer entry {_show(entry.name)!r}")
                 raise
@@ -150,66 +194,52 @@ def apply_layer(stream, root, expected_digest: str | None = None) -> LayerResult
         tree.finish()
     finally:
         tree.close()
-    digest = reader.digest()
+        reader.close()
+    digest, diff_id = source.digest(), source.diff_id()
     if expected_digest is not None and expected_digest != digest:
         raise DigestMismatch("layer", expected_digest, digest)
-    return LayerResult(digest, reader.size, entries)
+    if expected_diff_id is not None and expected_diff_id != diff_id:
+        raise DigestMismatch("layer diff_id", expected_diff_id, diff_id)
+    return LayerResult(digest, diff_id, source.size, source.uncompressed_size, entries)
 
 
-# --- reading the stream ---------------------------------------------------
+# --- reading the tar stream -------------------------------------------------
 
 
 class _Reader:
-    """A buffered reader over ``stream`` that hashes every byte it reads.
+    """The tar stream, consumed from an iterator of chunks (bytes-like objects).
 
-    ``_buf[_start:_end]`` holds bytes read but not yet consumed by the parser.
-    ``size`` counts bytes read from the stream, ``offset`` bytes consumed.
+    ``_view[_pos:]`` is what is left of the current chunk. ``offset``
+    counts the tar bytes consumed, for messages.
     """
 
-    def __init__(self, stream):
-        self._readinto = getattr(stream, "readinto", None)
-        self._read = stream.read
-        self._buf = bytearray(CHUNK)
-        self._view = memoryview(self._buf)
-        self._start = 0
-        self._end = 0
-        self._hash = hashlib.sha256()
-        self.size = 0
+    def __init__(self, chunks):
+        self._chunks = chunks
+        self._view = memoryview(b"")
+        self._pos = 0
         self.offset = 0
 
-    def _fill(self) -> int:
-        """Read (and hash) more bytes after ``_end``; return how many (0 at EOF)."""
-        if self._start == self._end:
-            self._start = self._end = 0  # all consumed: read into the whole buffer
-        elif self._end == len(self._buf):
-            # A header straddles the end of the buffer: move its start to the front.
-            kept = self._end - self._start
-            self._view[:kept] = self._view[self._start:self._end]
-            self._start, self._end = 0, kept
-        space = self._view[self._end:]
-        if self._readinto is not None:
-            n = self._readinto(space) or 0  # None (a non-blocking stream with no data) counts as EOF
-        else:
-            data = self._read(len(space))
-            n = len(data)
-            space[:n] = data
-        if n:
-            self._hash.update(space[:n])
-            self.size += n
-            self._end += n
-        return n
+    def _next_chunk(self) -> bool:
+        """Move to the next chunk; False at the end of the stream."""
+        chunk = next(self._chunks, None)
+        if chunk is None:
+            return False
+        self._view, self._pos = memoryview(chunk), 0
+        return True
 
     def block(self) -> bytes | None:
         """The next 512-byte header block, or None at a clean end of stream."""
-        while self._end - self._start < BLOCK:
-            if self._fill() == 0:
-                have = self._end - self._start
-                if have == 0:
+        block = bytes(self._view[self._pos:self._pos + BLOCK])
+        self._pos += len(block)
+        while len(block) < BLOCK:  # the block straddles two chunks, or the stream ends
+            if not self._next_chunk():
+                if not block:
                     return None
                 raise LayerError(f"truncated layer: tar header at offset {self.offset} "
-                                 f"needs {BLOCK - have} more bytes")
-        block = bytes(self._view[self._start:self._start + BLOCK])
-        self._start += BLOCK
+                                 f"needs {BLOCK - len(block)} more bytes")
+            more = bytes(self._view[:BLOCK - len(block)])
+            self._pos = len(more)
+            block += more
         self.offset += BLOCK
         return block
 
@@ -229,31 +259,28 @@ class _Reader:
         return bytes(out)
 
     def _consume(self, name: bytes, n: int, sink=None, then: int = 0) -> None:
-        """Consume ``n`` bytes, handing each buffered piece to ``sink``.
+        """Consume ``n`` bytes, handing each piece (within one chunk) to ``sink``.
 
         ``then`` is how many more bytes the entry needs after these, only
         for the "truncated" message.
         """
         while n:
-            if self._start == self._end and self._fill() == 0:
+            if self._pos == len(self._view) and not self._next_chunk():
                 raise LayerError(f"truncated layer: entry {_show(name)!r} needs {n + then} more bytes")
-            k = min(n, self._end - self._start)
+            k = min(n, len(self._view) - self._pos)
             if sink is not None:
-                sink(self._view[self._start:self._start + k])
-            self._start += k
+                sink(self._view[self._pos:self._pos + k])
+            self._pos += k
             self.offset += k
             n -= k
 
     def drain(self) -> None:
-        """Read (and hash) the rest of the stream: the digest covers all of it."""
-        self.offset += self._end - self._start
-        self._start = self._end
-        while self._fill():
-            self.offset += self._end - self._start
-            self._start = self._end
+        """Read the rest of the stream: the digests cover all of it, the decompressor reaches its end."""
+        for _ in self._chunks:
+            pass
 
-    def digest(self) -> str:
-        return "sha256:" + self._hash.hexdigest()
+    def close(self) -> None:
+        self._chunks.close()  # a generator: stop it where it is
 
 
 def _padded(size: int) -> int:
@@ -283,6 +310,7 @@ class _Header:
     linkname: bytes
     devmajor: int
     devminor: int
+    xattrs: dict[bytes, bytes] = field(default_factory=dict)  # from PAX SCHILY.xattr.* records
 
 
 def _parse_header(block: bytes, offset: int) -> _Header:
@@ -386,6 +414,7 @@ class _Pending:
 
     def __init__(self):
         self.pax: dict[bytes, object] = {}
+        self.xattrs: dict[bytes, bytes] = {}  # name -> value, in the order the archive gives them
         self.long_name: bytes | None = None
         self.long_link: bytes | None = None
 
@@ -408,6 +437,7 @@ class _Pending:
             linkname=pax.get(b"linkpath") or self.long_link or h.linkname,
             devmajor=h.devmajor,
             devminor=h.devminor,
+            xattrs=self.xattrs,
         )
 
 
@@ -427,21 +457,23 @@ def _read_meta(reader: _Reader, header: _Header, offset: int, pending: _Pending)
                          f"{header.size} bytes is too large")
     data = reader.read_data(header.name, header.size)
     if header.type == PAX:
-        pending.pax.update(_parse_pax(data, offset))
+        _parse_pax(data, offset, pending)
     elif header.type == GNU_LONGNAME:
         pending.long_name = _cstring(data)
     else:
         pending.long_link = _cstring(data)
 
 
-def _parse_pax(data: bytes, offset: int) -> dict[bytes, object]:
-    """The records we use from a PAX extended header.
+def _parse_pax(data: bytes, offset: int, pending: _Pending) -> None:
+    """Record what a PAX extended header says about the next entry in ``pending``.
 
     Each record is ``"<length> <keyword>=<value>\\n"`` where length counts
-    the whole record (POSIX.1-2017, pax, "pax Extended Header"). An empty
-    value means "use the header's own field" and is returned as None.
+    the whole record (POSIX.1-2017, pax, "pax Extended Header"), so a value
+    may hold any byte, newlines included. An empty value means "use the
+    header's own field" and is recorded as None; an empty xattr value is an
+    xattr with an empty value (as Go's archive/tar reads it).
     """
-    out: dict[bytes, object] = {}
+    out = pending.pax
     pos = 0
     while pos < len(data) and data[pos] != 0:  # some writers pad with NULs
         space = data.find(b" ", pos)
@@ -464,8 +496,9 @@ def _parse_pax(data: bytes, offset: int) -> dict[bytes, object]:
                 if number is None:
                     raise LayerError(f"corrupt pax header at offset {offset}: bad {key.decode()} value")
             out[key] = number
-        # Every other keyword (atime, ctime, uname, SCHILY.xattr.*, ...) is ignored.
-    return out
+        elif key.startswith(XATTR_RECORD):
+            pending.xattrs[key[len(XATTR_RECORD):]] = value
+        # Every other keyword (atime, ctime, uname, ...) is ignored.
 
 
 def _pax_int(value: bytes) -> int | None:
@@ -496,13 +529,15 @@ def _show(name: bytes) -> str:
     return name.decode("utf-8", "surrogateescape")
 
 
-def _apply_entry(tree: "_Tree", reader: _Reader, e: _Header) -> None:
+def _apply_entry(tree: "_Tree", reader: _Reader, e: _Header, limits: Limits) -> None:
     """Check one entry and write it under the root (see the module docstring)."""
     shown = _show(e.name)
     if e.size < 0:
         raise LayerError(f"layer entry {shown!r} has a negative size")
     if e.type not in REGULAR and e.type not in HEADER_ONLY:
         raise LayerError(f"layer entry {shown!r}: unsupported entry type {chr(e.type)!r}")
+    if e.type in REGULAR:
+        limits.check_entry(shown, e.size)  # before anything is written
     if b"\0" in e.name:
         raise LayerError(f"layer entry {shown!r}: name contains a NUL byte")
     if e.type in (HARDLINK, SYMLINK) and b"\0" in e.linkname:
@@ -510,6 +545,9 @@ def _apply_entry(tree: "_Tree", reader: _Reader, e: _Header) -> None:
     parts = _components(e.name, shown)
     if not (0 <= e.uid <= ID_MAX and 0 <= e.gid <= ID_MAX):
         raise LayerError(f"layer entry {shown!r}: owner {e.uid}:{e.gid} out of range")
+    for name in e.xattrs:
+        if not name or b"\0" in name:
+            raise LayerError(f"layer entry {shown!r}: bad xattr name {_show(name)!r}")
     data_size = e.size if e.type in REGULAR else 0
 
     if not parts:  # "./" is the root itself: nothing to create, and its metadata is the caller's
@@ -524,24 +562,27 @@ def _apply_entry(tree: "_Tree", reader: _Reader, e: _Header) -> None:
 
     dirfd = tree.enter(parts[:-1], shown)
     if e.type in REGULAR:
-        fd = tree.create(dirfd, parts, lambda: os.open(base, CREATE_FILE, 0o600, dir_fd=dirfd))
+        fd = tree.create(dirfd, parts, lambda: os.open(base, CREATE_FILE, e.mode & SAFE_BITS, dir_fd=dirfd))
         try:
             reader.data(e.name, e.size, fd)
             if tree.chown:
                 os.fchown(fd, e.uid, e.gid)  # before fchmod: chown clears setuid/setgid
+            _set_xattrs(e, fd)  # after the data and the owner: both clear security.capability
             os.fchmod(fd, e.mode & 0o7777)
             os.utime(fd, ns=(e.mtime_ns, e.mtime_ns))
         finally:
             os.close(fd)
     elif e.type == DIRECTORY:
-        tree.directory(dirfd, parts)
+        tree.directory(dirfd, parts, (e.mode & SAFE_BITS) | 0o700)  # rwx for us until finish()
         tree.set_owner(dirfd, base, e)
+        _set_xattrs(e, _in_dir(dirfd, base))
         tree.dirs[b"/".join(parts)] = (e.mode & 0o7777, e.mtime_ns)  # applied by finish()
     elif e.type == SYMLINK:
         if not e.linkname:
             raise LayerError(f"layer entry {shown!r}: symlink has an empty target")
         tree.create(dirfd, parts, lambda: os.symlink(e.linkname, base, dir_fd=dirfd))
         tree.set_owner(dirfd, base, e)
+        _set_xattrs(e, _in_dir(dirfd, base))
         os.utime(base, ns=(e.mtime_ns, e.mtime_ns), dir_fd=dirfd, follow_symlinks=False)
     elif e.type == HARDLINK:
         tree.hardlink(dirfd, parts, e.linkname, shown)
@@ -554,10 +595,35 @@ def _apply_entry(tree: "_Tree", reader: _Reader, e: _Header) -> None:
         device = os.makedev(e.devmajor, e.devminor)
         tree.create(dirfd, parts, lambda: _mknod(base, kind | 0o600, device, dirfd, shown))
         tree.set_owner(dirfd, base, e)
+        _set_xattrs(e, _in_dir(dirfd, base))
         # fchmodat(2) has no working AT_SYMLINK_NOFOLLOW, but this name is
         # the node created just above, in a directory only we write to.
         os.chmod(base, e.mode & 0o7777, dir_fd=dirfd)
         os.utime(base, ns=(e.mtime_ns, e.mtime_ns), dir_fd=dirfd, follow_symlinks=False)
+
+
+def _in_dir(dirfd: int, base: bytes) -> bytes:
+    """A path naming ``base`` in the directory ``dirfd``, for calls that take no dir_fd.
+
+    There is no ``lsetxattrat``: ``/proc/self/fd/N`` leads to the directory
+    itself (whatever its path), and ``base`` is looked up in it.
+    """
+    return b"/proc/self/fd/%d/%s" % (dirfd, base)
+
+
+def _set_xattrs(e: _Header, target) -> None:
+    """Set the entry's xattrs on ``target``: a file descriptor, or a path (never followed)."""
+    for name, value in e.xattrs.items():
+        if name.startswith(OVERLAY_XATTRS):
+            continue  # overlayfs' bookkeeping: never from a layer (see the module docstring)
+        try:
+            if isinstance(target, int):
+                os.setxattr(target, name, value)
+            else:
+                os.setxattr(target, name, value, follow_symlinks=False)
+        except OSError as err:
+            if err.errno not in XATTR_SKIPPED:
+                raise
 
 
 def _components(name: bytes, shown: str) -> list[bytes]:
@@ -698,18 +764,18 @@ class _Tree:
         self.remove(dirfd, parts)
         return make()
 
-    def directory(self, dirfd: int, parts: list[bytes]) -> None:
-        """Make directory ``parts`` exist, keeping one already there."""
+    def directory(self, dirfd: int, parts: list[bytes], mode: int) -> None:
+        """Make directory ``parts`` exist (created with ``mode``), keeping one already there."""
         base = parts[-1]
         try:
-            os.mkdir(base, 0o700, dir_fd=dirfd)  # 0700 until finish() gives the real mode
+            os.mkdir(base, mode, dir_fd=dirfd)  # finish() gives it its real mode
             return
         except FileExistsError:
             pass
         if stat.S_ISDIR(os.stat(base, dir_fd=dirfd, follow_symlinks=False).st_mode):
             return
         self.remove(dirfd, parts)
-        os.mkdir(base, 0o700, dir_fd=dirfd)
+        os.mkdir(base, mode, dir_fd=dirfd)
 
     def set_owner(self, dirfd: int, base: bytes, e: _Header) -> None:
         if self.chown:

@@ -21,7 +21,6 @@ in the container's plan.
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import shutil
@@ -29,8 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..content import ContentStore
-from ..errors import EngineError, HostNotSupported, LayerError
-from ..image import mediatype
+from ..errors import EngineError, HostNotSupported
 from ..layout import Layout
 
 # The kernel copies mount options into one page (fs/namespace.c,
@@ -139,21 +137,17 @@ class Snapshotter:
         return dirs
 
     def _extract(self, layer, diff_id: str, path: Path) -> None:
-        from ..layer import apply_layer  # the compiled module when built
+        from ..layer import apply_layer, layer_compression  # the compiled module when built
 
         self.layout.snapshots.mkdir(parents=True, exist_ok=True)
         tmp = self.layout.snapshots / f".extract-{os.getpid()}-{os.urandom(4).hex()}"
         tmp.mkdir(mode=0o755)
         try:
             with self.content.open(layer.digest) as raw:
-                if layer.media_type in mediatype.LAYERS_UNCOMPRESSED:
-                    stream = raw
-                elif layer.media_type in mediatype.LAYERS_GZIP:
-                    stream = gzip.GzipFile(fileobj=raw, mode="rb")
-                else:
-                    raise LayerError(f"layer {layer.digest}: media type {layer.media_type} "
-                                     "is not supported yet")
-                apply_layer(stream, str(tmp), expected_digest=diff_id)
+                # One pass: the blob is hashed (its digest), decompressed, and the
+                # tar hashed (its diff_id) as it is extracted.
+                apply_layer(raw, str(tmp), expected_digest=layer.digest, expected_diff_id=diff_id,
+                            compression=layer_compression(layer.media_type, f"layer {layer.digest}"))
             size = tree_size(tmp)
             try:
                 os.rename(tmp, path)

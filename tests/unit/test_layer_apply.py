@@ -66,15 +66,17 @@ def test_native_layers_is_built():
         pytest.fail(f"engine._native.layers is not built ({e}); run `pip install --no-build-isolation -e .`")
 
 
-@pytest.mark.parametrize("pure, expected", [("", "engine._native.layers"), ("1", "engine.layer.tar")])
+@pytest.mark.parametrize("pure, expected", [("", ["engine._native.layers"] * 2),
+                                            ("1", ["engine.layer.tar", "engine.layer.create"])])
 def test_engine_layer_picks_the_implementation(pure, expected):
     env = {k: v for k, v in os.environ.items() if k != "DOCKYARD_PURE"}
     env["DOCKYARD_PURE"] = pure
     out = subprocess.run(
         [sys.executable, "-c", "import engine.layer as l; print(l.apply_layer.__module__); "
+                               "print(l.create_layer.__module__); "
                                "import engine.layer.writer; print(l.LayerResult.__module__)"],
         capture_output=True, text=True, env=env, cwd=REPO, check=True)
-    assert out.stdout.split() == [expected, "engine.layer.tar"]
+    assert out.stdout.split() == [*expected, "engine.layer.tar"]
 
 
 # --- building tars ----------------------------------------------------------
@@ -190,6 +192,11 @@ def sha(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+def uncompressed(data: bytes, entries: int) -> LayerResult:
+    """The result of applying the uncompressed tar ``data``: digest and diff_id are the same."""
+    return LayerResult(sha(data), sha(data), len(data), len(data), entries)
+
+
 # --- streams ----------------------------------------------------------------
 
 
@@ -245,8 +252,11 @@ def apply(impl, data: bytes, root, **kw) -> LayerResult:
 RECENT_NS = 1_600_000_000 * 10**9  # test mtimes are older: newer ones were set by the kernel
 
 
-def snapshot(root, mask_recent: bool = False) -> dict:
-    """Every path under ``root``: type, mode, owner, mtime, content/target/device, hard-link group."""
+def snapshot(root, mask_recent: bool = False, xattrs: bool = False) -> dict:
+    """Every path under ``root``: type, mode, owner, mtime, content/target/device, hard-link group.
+
+    ``xattrs``: also every extended attribute but overlayfs' own.
+    """
     root = os.fsencode(root)
     out: dict[bytes, dict] = {}
     inodes: dict[tuple[int, int], list[bytes]] = {}
@@ -261,6 +271,10 @@ def snapshot(root, mask_recent: bool = False) -> dict:
                     "mode": None if stat.S_ISLNK(mode) else stat.S_IMODE(mode)}
             if mask_recent and info["mtime"] > RECENT_NS:
                 info["mtime"] = "recent"
+            if xattrs:
+                info["xattrs"] = {n: os.getxattr(full, n, follow_symlinks=False)
+                                  for n in sorted(os.listxattr(full, follow_symlinks=False))
+                                  if not n.startswith("trusted.overlay.")}
             if stat.S_ISDIR(mode):
                 info["kind"] = "dir"
                 info["opaque"] = opaque(full)
@@ -311,7 +325,7 @@ def test_files_dirs_symlinks_hardlinks(impl, tmp_path):
     )
     result = apply(impl, data, tmp_path)
     assert type(result) is LayerResult
-    assert result == LayerResult(sha(data), len(data), 6)
+    assert result == uncompressed(data, 6)
     snap = snapshot(tmp_path)
     assert snap[b"etc/hostname"] == {"kind": "file", "data": b"box\n", "mode": 0o644, "uid": 0, "gid": 0,
                                      "mtime": 1_000_000_001 * 10**9, "links": (b"etc/hostname",)}
@@ -335,12 +349,13 @@ def test_root_may_be_str_path_or_bytes(impl, tmp_path):
 
 
 def test_missing_root_is_an_os_error(impl, tmp_path):
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError) as exc:
         apply(impl, make_tar(F("x")), tmp_path / "nope")
+    assert exc.value.filename == str(tmp_path / "nope")  # as os.open says it
 
 
 def test_empty_stream(impl, tmp_path):
-    assert apply(impl, b"", tmp_path) == LayerResult(sha(b""), 0, 0)
+    assert apply(impl, b"", tmp_path) == uncompressed(b"", 0)
     assert os.listdir(tmp_path) == []
 
 
@@ -424,7 +439,8 @@ def test_missing_parents_are_created_0755_root_owned(impl, tmp_path):
 
 
 def test_setuid_file_is_never_visible_half_written(impl, tmp_path):
-    content = os.urandom(300_000)
+    # Bigger than a few 1 MiB chunks, so that the stream is read while the file is written.
+    content = os.urandom(5 << 20)
     data = make_tar(F("s", content, mode=0o4755))
     seen = []
 
@@ -434,9 +450,10 @@ def test_setuid_file_is_never_visible_half_written(impl, tmp_path):
             if st_.st_size < len(content):
                 seen.append(st_.st_mode)
 
-    impl(ChunkyReadinto(data, seed=1, max_chunk=4096, spy=spy), tmp_path)
+    impl(ChunkyReadinto(data, seed=1, max_chunk=65_536, spy=spy), tmp_path)
     assert len(seen) > 10  # reads did happen while the file was being written
-    assert {stat.S_IMODE(m) for m in seen} == {0o600}
+    assert all(m & 0o7000 == 0 for m in seen), [oct(m) for m in seen]  # no setuid/setgid/sticky yet
+    assert all(m & 0o022 == 0 for m in seen)  # nor writable by others
     assert stat.S_IMODE(os.lstat(tmp_path / "s").st_mode) == 0o4755
     assert (tmp_path / "s").read_bytes() == content
 
@@ -486,7 +503,7 @@ def test_writer_layers_apply(impl, tmp_path):
     w.add_hardlink("bin/sh", "bin/busybox")
     w.add_symlink("bin/xx", "busybox")
     data = w.getvalue()
-    assert apply(impl, data, tmp_path) == LayerResult(sha(data), len(data), 4)
+    assert apply(impl, data, tmp_path) == uncompressed(data, 4)
     assert os.lstat(tmp_path / "bin/sh").st_ino == os.lstat(tmp_path / "bin/busybox").st_ino
 
 
@@ -603,13 +620,13 @@ def test_header_only_types_ignore_their_size_field(impl, tmp_path):
 def test_one_zero_block_ends_the_archive_and_the_rest_is_hashed(impl, tmp_path):
     data = raw_tar(raw_entry(b"1", name=b"a"), end=False) + bytes(512) + raw_entry(b"2", name=b"b") + b"junk"
     result = apply(impl, data, tmp_path)
-    assert result == LayerResult(sha(data), len(data), 1)
+    assert result == uncompressed(data, 1)
     assert os.listdir(tmp_path) == ["a"]
 
 
 def test_archive_without_end_blocks(impl, tmp_path):
     data = raw_tar(raw_entry(b"1", name=b"a"), end=False)
-    assert apply(impl, data, tmp_path) == LayerResult(sha(data), len(data), 1)
+    assert apply(impl, data, tmp_path) == uncompressed(data, 1)
 
 
 # --- streams and digests -------------------------------------------------------
@@ -623,7 +640,7 @@ def test_short_reads(impl, tmp_path, stream_class, max_chunk):
     stream = stream_class(data, seed=max_chunk, max_chunk=max_chunk)
     result = impl(stream, tmp_path)
     assert stream.calls > len(data) // max_chunk
-    assert result == LayerResult(sha(data), len(data), 4)
+    assert result == uncompressed(data, 4)
     assert (tmp_path / "d/big").read_bytes() == content
 
 
@@ -634,16 +651,16 @@ def test_big_stream_digest(impl, tmp_path):
     contents = [rng.randbytes(700_000) for _ in range(5)]
     data = make_tar(*(F(f"f{i}", c) for i, c in enumerate(contents))) + rng.randbytes(3 << 20)
     stream = ChunkyReadinto(data, max_chunk=3 << 20)
-    assert impl(stream, tmp_path) == LayerResult(sha(data), len(data), 5)
+    assert impl(stream, tmp_path) == uncompressed(data, 5)
     assert [(tmp_path / f"f{i}").read_bytes() for i in range(5)] == contents
 
 
 def test_stream_errors_propagate_and_leave_no_thread(impl, tmp_path):
     class Failing(ChunkyReadinto):
-        def readinto(self, buffer):
+        def _take(self, n):  # under read() and readinto() alike
             if self.calls == 3:
                 raise ConnectionResetError("registry went away")
-            return super().readinto(buffer)
+            return super()._take(n)
 
     data = make_tar(*(F(f"f{i}", bytes(600_000)) for i in range(6)))
     with pytest.raises(ConnectionResetError, match="registry went away"):
@@ -663,6 +680,77 @@ def test_digest_mismatch_after_draining(impl, tmp_path):
     assert info.value.expected == sha(data)
     assert info.value.actual == sha(data + b"extra")
     assert str(info.value) == f"layer: digest mismatch: expected {sha(data)}, got {sha(data + b'extra')}"
+
+
+# --- extended attributes -------------------------------------------------------
+
+CAPABILITY = bytes.fromhex("0100000200200000000000000000000000000000")  # cap_net_raw+p (VFS_CAP_REVISION_2)
+
+
+def xattr_entry(*records: tuple[bytes, bytes]) -> bytes:
+    return pax_entry(*((b"SCHILY.xattr." + name, value) for name, value in records))
+
+
+def xattrs_of(path) -> dict:
+    return {n: os.getxattr(path, n, follow_symlinks=False) for n in os.listxattr(path, follow_symlinks=False)}
+
+
+def test_pax_xattrs_are_applied(impl, tmp_path):
+    data = raw_tar(
+        xattr_entry((b"user.a", b"1"), (b"trusted.b", b"bin\nary\0"), (b"user.empty", b"")),
+        raw_entry(b"content", name=b"f"),
+        xattr_entry((b"user.d", b"dir")), raw_entry(name=b"d", type=b"5", mode=0o755),
+        xattr_entry((b"trusted.s", b"sym")), raw_entry(name=b"l", type=b"2", linkname=b"f"),
+        xattr_entry((b"trusted.p", b"pipe")), raw_entry(name=b"p", type=b"6"),
+    )
+    assert apply(impl, data, tmp_path).entries == 4
+    assert xattrs_of(tmp_path / "f") == {"user.a": b"1", "trusted.b": b"bin\nary\0", "user.empty": b""}
+    assert xattrs_of(tmp_path / "d") == {"user.d": b"dir"}
+    assert xattrs_of(tmp_path / "l") == {"trusted.s": b"sym"}
+    assert xattrs_of(tmp_path / "p") == {"trusted.p": b"pipe"}
+
+
+def test_later_pax_records_win_and_xattrs_do_not_leak_to_the_next_entry(impl, tmp_path):
+    data = raw_tar(xattr_entry((b"user.a", b"first")), xattr_entry((b"user.a", b"second")),
+                   raw_entry(b"1", name=b"f"), raw_entry(b"2", name=b"g"))
+    apply(impl, data, tmp_path)
+    assert xattrs_of(tmp_path / "f") == {"user.a": b"second"}
+    assert xattrs_of(tmp_path / "g") == {}
+
+
+def test_capability_survives_the_owner_and_the_data(impl, tmp_path):
+    # chown(2) and writing both clear security.capability: it must be set after them.
+    data = raw_tar(xattr_entry((b"security.capability", CAPABILITY)),
+                   raw_entry(b"\x7fELF" * 100, name=b"ping", uid=1000, gid=1000, mode=0o755))
+    apply(impl, data, tmp_path)
+    assert os.getxattr(tmp_path / "ping", "security.capability") == CAPABILITY
+    assert os.lstat(tmp_path / "ping").st_uid == 1000
+
+
+def test_overlay_xattrs_from_a_layer_are_ignored(impl, tmp_path):
+    data = raw_tar(xattr_entry((b"trusted.overlay.opaque", b"y"), (b"trusted.overlay.redirect", b"/x"),
+                               (b"user.kept", b"1")),
+                   raw_entry(name=b"d", type=b"5", mode=0o755))
+    apply(impl, data, tmp_path)
+    assert xattrs_of(tmp_path / "d") == {"user.kept": b"1"}
+    assert opaque(tmp_path / "d") is None  # only .wh..wh..opq makes a directory opaque
+
+
+def test_xattrs_the_filesystem_refuses_are_skipped(impl, tmp_path):
+    # user.* on a symlink: EPERM; an unknown namespace: EOPNOTSUPP. Skipped, as Docker does.
+    data = raw_tar(xattr_entry((b"user.no", b"1"), (b"trusted.yes", b"2")),
+                   raw_entry(name=b"l", type=b"2", linkname=b"x"),
+                   xattr_entry((b"bogus.name", b"1"), (b"user.yes", b"2")), raw_entry(b"x", name=b"f"))
+    apply(impl, data, tmp_path)
+    assert xattrs_of(tmp_path / "l") == {"trusted.yes": b"2"}
+    assert xattrs_of(tmp_path / "f") == {"user.yes": b"2"}
+
+
+def test_hard_links_take_no_xattrs(impl, tmp_path):
+    data = raw_tar(xattr_entry((b"user.a", b"1")), raw_entry(b"x", name=b"f"),
+                   xattr_entry((b"user.b", b"2")), raw_entry(name=b"h", type=b"1", linkname=b"f"))
+    apply(impl, data, tmp_path)
+    assert xattrs_of(tmp_path / "h") == {"user.a": b"1"}  # the target's, untouched
 
 
 # --- what is already there ---------------------------------------------------
@@ -930,6 +1018,10 @@ MALFORMED = [
     ("dot whiteout", raw_tar(raw_entry(name=b".wh..")), "layer entry '.wh..': whiteout names no file"),
     ("device out of range", raw_tar(raw_header(b"c", b"3", patch={329: b"\x80\0\0\x01\0\0\0\0"})),
      "layer entry 'c': device number out of range"),
+    ("empty xattr name", raw_tar(pax_entry((b"SCHILY.xattr.", b"v")), raw_entry(name=b"f")),
+     "layer entry 'f': bad xattr name ''"),
+    ("NUL in xattr name", raw_tar(pax_entry((b"SCHILY.xattr.user.a\0b", b"v")), raw_entry(name=b"f")),
+     "layer entry 'f': bad xattr name 'user.a\\x00b'"),
 ]
 
 
@@ -984,17 +1076,30 @@ SETTINGS = settings(max_examples=int(os.environ.get("LAYER_EXAMPLES", 150)), dea
 
 @dataclass
 class Chunking:
+    """How the stream is read: random short reads, or (``file``) a real file.
+
+    The compiled implementation maps an uncompressed regular file instead
+    of reading it, so files take a different path there than other streams.
+    """
+
     seed: int
     max_chunk: int
     readinto: bool
+    file: bool = False
 
     def stream(self, data: bytes):
+        if self.file:
+            f = tempfile.TemporaryFile()  # unlinked: gone when closed
+            f.write(data)
+            f.seek(0)
+            return f
         cls = ChunkyReadinto if self.readinto else ChunkyRead
         return cls(data, self.seed, self.max_chunk)
 
 
 chunkings = st.builds(Chunking, st.integers(0, 2**32 - 1),
-                      st.sampled_from([1 << 20, 7, 512, 4096, 65_536, 3 << 20]), st.booleans())
+                      st.sampled_from([1 << 20, 7, 512, 4096, 65_536, 3 << 20]), st.booleans(),
+                      st.sampled_from([False, False, True]))
 
 
 class TarData(bytes):
@@ -1105,7 +1210,7 @@ def both_impls():
     return load_impl("native"), load_impl("python")
 
 
-def run(fn, data: bytes, chunking: Chunking, parent: Path, mask_recent: bool = True):
+def run(fn, data: bytes, chunking: Chunking, parent: Path, mask_recent: bool = True, **kw):
     """Apply ``data`` in a fresh directory; (result or error, snapshot).
 
     ``mask_recent``: what the layer did not date (missing parents, whiteout
@@ -1113,14 +1218,17 @@ def run(fn, data: bytes, chunking: Chunking, parent: Path, mask_recent: bool = T
     differs from run to run.
     """
     root = Path(tempfile.mkdtemp(dir=parent))
+    stream = chunking.stream(data)
     try:
         try:
-            outcome = fn(chunking.stream(data), root)
+            outcome = fn(stream, root, **kw)
         except Exception as e:  # noqa: BLE001 - comparing what each implementation raises
             outcome = (type(e), str(e))
         event(f"outcome: {outcome[0].__name__ if isinstance(outcome, tuple) else 'applied'}")
         return outcome, snapshot(root, mask_recent=mask_recent)
     finally:
+        if isinstance(stream, io.IOBase):
+            stream.close()
         shutil.rmtree(root)
 
 
@@ -1130,7 +1238,7 @@ def test_property_random_trees_extract_identically(tmp_path, tree, chunking):
     native, python = both_impls()
     (n_result, n_snap), (p_result, p_snap) = (run(fn, tree.tar, chunking, tmp_path, mask_recent=False)
                                               for fn in (native, python))
-    assert n_result == p_result == LayerResult(sha(tree.tar), len(tree.tar), tree.entries)
+    assert n_result == p_result == uncompressed(tree.tar, tree.entries)
     assert n_snap == p_snap == tree.expected
 
 

@@ -228,3 +228,32 @@ def test_repair_keeps_orphans_while_a_writer_holds_a_lease(cli, engine):
         assert engine.content.exists(orphan)
     r = cli("system", "check", "--repair")
     assert f"removed blob {orphan}" in r.stdout and not engine.content.exists(orphan)
+
+
+def test_images_filters_and_format(cli, engine):
+    old = derive(engine, "app:1", created="2030-01-01T00:00:00Z", label={"tier": "web"})
+    new = derive(engine, "app:1", created="2030-01-02T00:00:00Z", label={"tier": "db"})
+    assert cli("images", "-q", "-f", "dangling=true").stdout.split() == [old.short_id]
+    assert new.short_id not in cli("images", "-q", "-f", "dangling=true").stdout
+    assert cli("images", "-q", "-f", "label=tier=db").stdout.split() == [new.short_id]
+    assert cli("images", "-q", "-f", "reference=app:*").stdout.split() == [new.short_id]
+    assert cli("images", "-q", "-f", "before=app:1").stdout.split() == [old.short_id,
+                                                                         engine.images.get("busybox").short_id]
+    assert cli("images", "--format", "{{.Repository}}:{{.Tag}}", "app").stdout == "app:1\n"
+    lines = cli("images", "--format", "table {{.ID}}\\t{{.Tag}}").stdout.splitlines()
+    assert lines[0].split() == ["IMAGE", "ID", "TAG"] and len(lines) == 4
+    row = json.loads(cli("images", "--format", "{{json .}}", "busybox").stdout)
+    assert row["Repository"] == "busybox" and row["Tag"] == "latest"
+    r = cli("images", "-f", "colour=red")
+    assert r.returncode == 125 and "invalid filter 'colour'" in r.stderr
+
+
+def test_prune_all_keeps_images_in_use(cli, engine):
+    derive(engine, "unused:1")
+    c = engine.containers.create("busybox", ["true"])
+    r = cli("image", "prune", "-a", "-f")
+    assert r.returncode == 0 and "untagged: unused:1" in r.stdout
+    assert [line.split()[0] for line in cli("images").stdout.splitlines()[1:]] == ["busybox"]
+    c.remove()
+    cli("image", "prune", "-a", "-f")
+    assert cli("images", "-q").stdout == "" and list(engine.content.digests()) == []

@@ -254,8 +254,20 @@ class ContainerCollection:
 
     def create(self, image: str | Image, command=None, *, name: str | None = None,
                environment=None, working_dir: str | None = None, hostname: str | None = None,
-               entrypoint=None, auto_remove: bool = False, on_pull=None) -> Container:
-        """Make a container (state ``created``) without starting it."""
+               entrypoint=None, auto_remove: bool = False, user: str | None = None,
+               labels=None, tty: bool = False, stdin_open: bool = False,
+               stop_signal=None, stop_timeout: int | None = None, on_pull=None,
+               **host_options) -> Container:
+        """Make a container (state ``created``) without starting it.
+
+        Accepts docker-py's keyword arguments; the resource and security ones
+        (``mem_limit``, ``cpus``, ``pids_limit``, ``ulimits``, ``cap_add``,
+        ``cap_drop``, ``privileged``, ``read_only``, ``tmpfs``, ``volumes``,
+        ``init``, ``restart_policy``...) go to ``HostConfig`` (runtime/options.py).
+        """
+        from .runtime import options
+
+        hc = options.host_config(auto_remove=auto_remove, **host_options)  # check flags first
         self._engine.check_host()
         if isinstance(image, Image):
             img, image_name = image, (image.tags[0] if image.tags else image.id)
@@ -266,10 +278,19 @@ class ContainerCollection:
                               hostname=hostname, image_name=image_name)
         if not (config["Entrypoint"] or config["Cmd"]):
             raise UsageError("No command specified")
+        if user is not None:
+            config["User"] = user
+        config["Labels"] = {**config["Labels"], **options.parse_labels(labels)}
+        config["Tty"] = bool(tty)
+        config["OpenStdin"] = config["AttachStdin"] = config["StdinOnce"] = bool(stdin_open)
+        if stop_signal is not None:
+            options.signal_number(stop_signal)
+            config["StopSignal"] = str(stop_signal)
+        if stop_timeout is not None:
+            config["StopTimeout"] = int(stop_timeout)
         if img.manifest_digest == scratch.image().manifest_digest:
             scratch.store(self._engine.content)  # so the container's image resolves
-        return self._store.create(img, config, name=name, auto_remove=auto_remove,
-                                  image_name=image_name)
+        return self._store.create(img, config, name=name, host_config=hc, image_name=image_name)
 
     def run(self, image: str | Image, command=None, *, stdout: bool = True, stderr: bool = False,
             remove: bool = False, **kwargs) -> bytes:

@@ -356,7 +356,7 @@ class ContainerStore:
         c.refresh_state()
         return c
 
-    def create(self, image, config: dict, *, name: str | None = None, auto_remove: bool = False,
+    def create(self, image, config: dict, *, name: str | None = None, host_config: dict | None = None,
                image_name: str = "") -> Container:
         """Record a new container (state ``created``) with its own writable layer."""
         argv = (config.get("Entrypoint") or []) + (config.get("Cmd") or [])
@@ -396,8 +396,7 @@ class ContainerStore:
                 "MountLabel": "",
                 "ProcessLabel": "",
                 "AppArmorProfile": "",
-                "HostConfig": {"AutoRemove": auto_remove, "NetworkMode": "none",
-                               "Privileged": False, "ReadonlyRootfs": False},
+                "HostConfig": host_config or {"AutoRemove": False, "NetworkMode": "none"},
                 "GraphDriver": {"Name": "overlay", "Data": {
                     "LowerDir": ":".join(lower), "UpperDir": str(upper),
                     "WorkDir": str(work), "MergedDir": str(rootfs)}},

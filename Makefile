@@ -19,7 +19,7 @@ DOCKYARD := $(VENV)/bin/dockyard
 # the start-up benchmark: `make bench` adds it.)
 APT_PACKAGES := busybox-static build-essential python3-venv python3-dev util-linux procps \
                 skopeo umoci
-NATIVE_SOURCES := $(wildcard _native/*.pyx _native/*.pxd) setup.py
+NATIVE_SOURCES := $(wildcard _native/*.pyx _native/*.pxd _native/*.c _native/*.h) setup.py
 
 .PHONY: demo test setup deps venv build base bench docs clean
 

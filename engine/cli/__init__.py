@@ -40,7 +40,7 @@ class Parser(argparse.ArgumentParser):
 # Which module defines each command; main() imports only the one it needs.
 COMMANDS = {
     "run": "container", "ps": "container", "rm": "container", "inspect": "container",
-    "commit": "container", "diff": "container",
+    "commit": "container", "diff": "container", "create": "container",
     "images": "image", "tag": "image", "rmi": "image", "history": "image",
     "pull": "system", "version": "system", "info": "system", "doctor": "system",
     "save": "archive", "load": "archive", "import": "archive", "export": "archive",

@@ -28,10 +28,16 @@ cdef extern from "<sys/mount.h>" nogil:
 cdef extern from "<sys/stat.h>" nogil:
     ctypedef unsigned int mode_t
     ctypedef unsigned long dev_t
+    cdef struct struct_stat "stat":
+        mode_t st_mode
     int mkdir(const char *pathname, mode_t mode)
+    int mkdirat(int dirfd, const char *pathname, mode_t mode)
     int mknod(const char *pathname, mode_t mode, dev_t dev)
     int chmod(const char *pathname, mode_t mode)
-    int S_IFCHR
+    int fstat(int fd, struct_stat *statbuf)
+    int S_IFCHR, S_IFDIR, S_IFREG
+    bint S_ISDIR(mode_t m)
+    bint S_ISLNK(mode_t m)
 
 cdef extern from "<unistd.h>" nogil:
     ctypedef int pid_t
@@ -47,20 +53,35 @@ cdef extern from "<unistd.h>" nogil:
     int pipe2(int pipefd[2], int flags)
     void _exit(int status)
     long syscall(long number, ...)
+    pid_t setsid()
 
 cdef extern from "<fcntl.h>" nogil:
-    int O_CLOEXEC
+    int O_CLOEXEC, O_PATH, O_NOFOLLOW, O_DIRECTORY, O_CREAT, O_EXCL, O_WRONLY
     int F_DUPFD_CLOEXEC
     int fcntl(int fd, int cmd, ...)
+    int open(const char *pathname, int flags, ...)
+    int openat(int dirfd, const char *pathname, int flags, ...)
+
+cdef extern from "<sys/ioctl.h>" nogil:
+    int ioctl(int fd, unsigned long request, ...)
+    unsigned long TIOCSCTTY
+
+cdef extern from "<sys/resource.h>" nogil:
+    ctypedef unsigned long rlim_t
+    cdef struct rlimit:
+        rlim_t rlim_cur
+        rlim_t rlim_max
+    int setrlimit(int resource, const rlimit *rlim)
 
 cdef extern from "<sys/syscall.h>" nogil:
     long SYS_pivot_root
     long SYS_close_range
+    long SYS_setgroups, SYS_setresgid, SYS_setresuid
 
 cdef extern from "<sys/prctl.h>" nogil:
     int prctl(int option, ...)
-    int PR_SET_PDEATHSIG
+    int PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL
 
 cdef extern from "<errno.h>" nogil:
     int errno
-    int ENOENT, ENOTDIR, EACCES, EEXIST, EINTR, EPIPE
+    int ENOENT, ENOTDIR, EACCES, EEXIST, EINTR, EPIPE, EINVAL, ELOOP, ENAMETOOLONG

@@ -27,8 +27,9 @@ choice with nsexec.c.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from libc.stdio cimport snprintf
 from libc.stdlib cimport malloc, free
-from libc.string cimport memcpy, strchr, strlen, memset
+from libc.string cimport memcpy, strchr, strcmp, strlen, memset
 
 from linux cimport *
 
@@ -37,6 +38,8 @@ cdef extern from *:
     #include <net/if.h>
     #include <sys/ioctl.h>
     #include <sys/socket.h>
+    #include <sys/syscall.h>
+    #include <linux/capability.h>
     #include <string.h>
     #include <errno.h>
     #include <unistd.h>
@@ -64,9 +67,22 @@ cdef extern from *:
     #define DY_CLOSE_RANGE_CLOEXEC (1U << 2)
 
     static void dy_set_errno(int e) { errno = e; }
+
+    /* capset(2) with the 64-bit interface (_LINUX_CAPABILITY_VERSION_3: two
+       32-bit words per set): permitted = effective = caps, inheritable = 0.
+       The raw system call: libcap's cap_set_proc() does the same. */
+    static int dy_capset(unsigned long long caps) {
+        struct __user_cap_header_struct header = { _LINUX_CAPABILITY_VERSION_3, 0 };
+        struct __user_cap_data_struct data[2];
+        memset(data, 0, sizeof data);
+        data[0].effective = data[0].permitted = (__u32)caps;
+        data[1].effective = data[1].permitted = (__u32)(caps >> 32);
+        return (int)syscall(SYS_capset, &header, data);
+    }
     """
     int dy_loopback_up() nogil
     void dy_set_errno(int e) nogil
+    int dy_capset(unsigned long long caps) nogil
     unsigned int DY_CLOSE_RANGE_CLOEXEC
 
 # Operation codes: must equal engine/runtime/plan.py (a parity test checks).
@@ -82,17 +98,28 @@ cdef enum:
     OP_MKDIR_P = 9
     OP_PDEATHSIG = 10
     OP_SYNC = 11
+    OP_MOUNT_IF_EXISTS = 12
+    OP_MOUNT_IN_ROOT = 13
+    OP_SETRLIMIT = 14
+    OP_CAPBSET = 15
+    OP_SETUSER = 16
+    OP_CAPSET = 17
+    OP_SETSID_CTTY = 18
 
 OPS = {
     "OP_MOUNT": OP_MOUNT, "OP_MKDIR": OP_MKDIR, "OP_MKNOD": OP_MKNOD,
     "OP_SYMLINK": OP_SYMLINK, "OP_PIVOT_ROOT": OP_PIVOT_ROOT,
     "OP_SETHOSTNAME": OP_SETHOSTNAME, "OP_LOOPBACK_UP": OP_LOOPBACK_UP,
     "OP_CHDIR": OP_CHDIR, "OP_MKDIR_P": OP_MKDIR_P, "OP_PDEATHSIG": OP_PDEATHSIG,
-    "OP_SYNC": OP_SYNC,
+    "OP_SYNC": OP_SYNC, "OP_MOUNT_IF_EXISTS": OP_MOUNT_IF_EXISTS,
+    "OP_MOUNT_IN_ROOT": OP_MOUNT_IN_ROOT, "OP_SETRLIMIT": OP_SETRLIMIT,
+    "OP_CAPBSET": OP_CAPBSET, "OP_SETUSER": OP_SETUSER, "OP_CAPSET": OP_CAPSET,
+    "OP_SETSID_CTTY": OP_SETSID_CTTY,
 }
 
 DEF STACK_SIZE = 256 * 1024
 DEF PATH_BUF = 4096
+DEF NAME_MAX = 255
 
 cdef struct op_t:
     int code
@@ -104,6 +131,7 @@ cdef struct op_t:
     size_t data_len
     unsigned int mode
     unsigned long long dev
+    const char *root        # NULL when empty (OP_MOUNT_IN_ROOT only)
 
 cdef struct args_t:
     op_t *ops
@@ -150,12 +178,144 @@ cdef int mkdir_p(const char *path) noexcept nogil:
     return 0
 
 
+cdef int fail_closing(int fd) noexcept nogil:
+    """close(fd) and return -1, keeping the errno of the failure being reported."""
+    cdef int saved = errno
+    close(fd)
+    dy_set_errno(saved)
+    return -1
+
+
+cdef int open_in_root(const char *root, const char *path, unsigned int create) noexcept nogil:
+    """Open ``path`` as if ``root`` were "/", never following a symlink.
+
+    Returns an O_PATH descriptor (close-on-exec) or -1 with errno set;
+    ELOOP means a component is a symlink. One component at a time, each
+    opened relative to the one before with O_NOFOLLOW: a link the image
+    (or another container sharing a volume) planted cannot take us out of
+    ``root`` (runc CVE-2021-30465; openat2(2) RESOLVE_IN_ROOT solves the
+    same problem inside the kernel). A missing component is created when
+    ``create`` is S_IFDIR (directories) or S_IFREG (directories, then an
+    empty file for the last one). ".." is refused: the engine normalized
+    every path already.
+    """
+    cdef char name[NAME_MAX + 1]
+    cdef const char *p = path
+    cdef const char *end
+    cdef size_t n
+    cdef int fd, next_fd, made, last
+    cdef struct_stat st
+    fd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC)
+    if fd < 0:
+        return -1
+    while True:
+        while p[0] == b'/':
+            p += 1
+        if p[0] == 0:
+            return fd
+        end = strchr(p, b'/')
+        n = <size_t>(end - p) if end != NULL else strlen(p)
+        if n > NAME_MAX:
+            dy_set_errno(ENAMETOOLONG)
+            return fail_closing(fd)
+        memcpy(name, p, n)
+        name[n] = 0
+        p += n
+        while p[0] == b'/':
+            p += 1
+        last = p[0] == 0
+        if strcmp(name, b".") == 0:
+            continue
+        if strcmp(name, b"..") == 0:
+            dy_set_errno(EINVAL)
+            return fail_closing(fd)
+        next_fd = openat(fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC)
+        if next_fd < 0 and errno == ENOENT and create != 0:
+            if not last or create == <unsigned int>S_IFDIR:
+                if mkdirat(fd, name, 0o755) != 0 and errno != EEXIST:
+                    return fail_closing(fd)
+            else:
+                # O_CREAT|O_EXCL never follows a symlink (open(2)).
+                made = openat(fd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
+                if made < 0 and errno != EEXIST:
+                    return fail_closing(fd)
+                if made >= 0:
+                    close(made)
+            next_fd = openat(fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC)
+        if next_fd < 0:
+            return fail_closing(fd)
+        close(fd)
+        fd = next_fd
+        if fstat(fd, &st) != 0:
+            return fail_closing(fd)
+        if S_ISLNK(st.st_mode):
+            # O_PATH|O_NOFOLLOW opened the link itself: refuse it.
+            dy_set_errno(ELOOP)
+            return fail_closing(fd)
+        if not last and not S_ISDIR(st.st_mode):
+            dy_set_errno(ENOTDIR)
+            return fail_closing(fd)
+
+
+cdef int mount_in_root(op_t *op) noexcept nogil:
+    """OP_MOUNT_IN_ROOT: mount on the descriptor of the safely opened target."""
+    cdef char target[64]
+    cdef int fd = open_in_root(op.root, op.path, op.mode)
+    cdef int rc
+    if fd < 0:
+        return -1
+    # The magic link /proc/self/fd/N names exactly the file we hold, with no
+    # path lookup that could be raced (the host's /proc: we have not pivoted yet).
+    snprintf(target, sizeof(target), b"/proc/self/fd/%d", fd)
+    rc = mount(op.source, target, op.fstype, op.flags, op.data)
+    if rc != 0:
+        return fail_closing(fd)
+    close(fd)
+    return 0
+
+
+cdef int drop_bounding_set(unsigned long long keep, unsigned int last_cap) noexcept nogil:
+    """PR_CAPBSET_DROP every capability 0..last_cap that is not in ``keep``."""
+    cdef unsigned int n
+    for n in range(last_cap + 1):
+        if not (keep >> n) & 1:
+            if prctl(PR_CAPBSET_DROP, <unsigned long>n, <unsigned long>0, <unsigned long>0,
+                     <unsigned long>0) != 0:
+                return -1
+    return 0
+
+
+cdef int set_user(op_t *op) noexcept nogil:
+    """setgroups, setresgid, setresuid -- as raw system calls.
+
+    Not glibc's wrappers: POSIX wants credentials shared by all threads, so
+    glibc's set*id() signal every thread it knows of to change theirs too.
+    After clone() its list of threads is a stale copy of the engine's, and
+    the broadcast could wait forever for threads that do not exist here.
+    The system calls change this (only) thread, which is all there is.
+    """
+    cdef long uid = <long>op.flags, gid = <long>op.mode
+    # (Every argument passed as a long: the kernel reads whole registers.)
+    if syscall(SYS_setgroups, <long>(op.data_len // 4), op.data) != 0:
+        return -1
+    if syscall(SYS_setresgid, gid, gid, gid) != 0:
+        return -1
+    return <int>syscall(SYS_setresuid, uid, uid, uid)
+
+
 cdef int run_op(args_t *a, op_t *op) noexcept nogil:
     """Perform one step; 0 on success, -1 with errno set on failure."""
     cdef char go
     cdef ssize_t got
+    cdef rlimit limit
     if op.code == OP_MOUNT:
         return mount(op.source, op.path, op.fstype, op.flags, op.data)
+    elif op.code == OP_MOUNT_IF_EXISTS:
+        if mount(op.source, op.path, op.fstype, op.flags, op.data) != 0 and errno != ENOENT:
+            return -1
+        return 0
+    elif op.code == OP_MOUNT_IN_ROOT:
+        return mount_in_root(op)
     elif op.code == OP_MKDIR:
         if mkdir(op.path, op.mode) != 0 and errno != EEXIST:
             return -1
@@ -193,6 +353,24 @@ cdef int run_op(args_t *a, op_t *op) noexcept nogil:
                 continue
             # End of file: the engine died (or gave up) before saying go.
             _exit(125)
+    elif op.code == OP_SETRLIMIT:
+        limit.rlim_cur = op.flags
+        limit.rlim_max = op.dev
+        return setrlimit(op.mode, &limit)
+    elif op.code == OP_CAPBSET:
+        return drop_bounding_set(op.flags, op.mode)
+    elif op.code == OP_SETUSER:
+        return set_user(op)
+    elif op.code == OP_CAPSET:
+        # The kernel insists that the unused arguments be 0 (prctl(2)).
+        if prctl(PR_CAP_AMBIENT, <unsigned long>PR_CAP_AMBIENT_CLEAR_ALL, <unsigned long>0,
+                 <unsigned long>0, <unsigned long>0) != 0:
+            return -1
+        return dy_capset(op.flags)
+    elif op.code == OP_SETSID_CTTY:
+        if setsid() < 0:
+            return -1
+        return ioctl(0, TIOCSCTTY, <long>0)  # 0: do not steal another session's terminal
     dy_set_errno(22)  # EINVAL: unknown op
     return -1
 
@@ -295,6 +473,14 @@ cdef const char *c_or_null(bytes b, list keep):
     return PyBytes_AS_STRING(b)
 
 
+cdef const char *c_raw(bytes b, list keep):
+    """Binary data (NULL when empty); kept alive in ``keep``."""
+    if not b:
+        return NULL
+    keep.append(b)
+    return PyBytes_AS_STRING(b)
+
+
 def spawn(int flags, list ops, list argv, list envp, bytes search_path, tuple stdio):
     """Clone a child in new namespaces that performs ``ops`` then execs ``argv``.
 
@@ -329,10 +515,12 @@ def spawn(int flags, list ops, list argv, list envp, bytes search_path, tuple st
             a.ops[i].source = c_or_null(op[2], keep)
             a.ops[i].fstype = c_or_null(op[3], keep)
             a.ops[i].flags = op[4]
-            a.ops[i].data = c_or_null(op[5], keep)
+            # OP_SETUSER's data is an array of gids, NUL bytes included: its length says where it ends.
+            a.ops[i].data = c_raw(op[5], keep) if op[0] == OP_SETUSER else c_or_null(op[5], keep)
             a.ops[i].data_len = len(op[5])
             a.ops[i].mode = op[6]
             a.ops[i].dev = op[7]
+            a.ops[i].root = c_or_null(op[8], keep) if len(op) > 8 else NULL
         a.argv = c_strings(argv, keep)
         a.envp = c_strings(envp, keep)
         a.search_path = c_or_null(search_path, keep)   # NULL: search nothing

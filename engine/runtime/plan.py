@@ -22,8 +22,11 @@ from __future__ import annotations
 
 import os
 import shlex
+import sys
 from dataclasses import dataclass, field
 from typing import NamedTuple
+
+from .options import CAPABILITIES, ULIMITS
 
 # -- what the child executes ---------------------------------------------------
 
@@ -40,6 +43,15 @@ OP_CHDIR = 8        # chdir(path)
 OP_MKDIR_P = 9      # mkdir -p path (mode 0755 for what it creates)
 OP_PDEATHSIG = 10   # prctl(PR_SET_PDEATHSIG, flags)
 OP_SYNC = 11        # block until the engine says go (read one byte from the sync pipe)
+OP_MOUNT_IF_EXISTS = 12  # as OP_MOUNT, but a target that does not exist is skipped (ENOENT)
+OP_MOUNT_IN_ROOT = 13    # fd = the target `path` opened inside `root` without following a
+                         # symlink (creating it when mode is S_IFDIR or S_IFREG), then
+                         # mount(source, "/proc/self/fd/<fd>", fstype, flags, data)
+OP_SETRLIMIT = 14   # setrlimit(mode, {soft=flags, hard=dev})
+OP_CAPBSET = 15     # prctl(PR_CAPBSET_DROP, n) for every n in 0..mode not in the mask `flags`
+OP_SETUSER = 16     # setgroups(data = native uint32 gids); setresgid(mode); setresuid(flags)
+OP_CAPSET = 17      # prctl(PR_CAP_AMBIENT_CLEAR_ALL); capset(effective=permitted=flags, inheritable=0)
+OP_SETSID_CTTY = 18  # setsid(); ioctl(0, TIOCSCTTY, 0)
 
 OP_NAMES = {v: k for k, v in globals().items() if k.startswith("OP_") and isinstance(v, int)}
 
@@ -55,6 +67,7 @@ class Op(NamedTuple):
     data: bytes = b""
     mode: int = 0
     dev: int = 0
+    root: bytes = b""   # OP_MOUNT_IN_ROOT only: the directory that is "/" for `path`
 
 
 # -- kernel constants (values from <sched.h>, <sys/mount.h>, <signal.h>) -------
@@ -71,10 +84,15 @@ MS_RDONLY = 1
 MS_NOSUID = 2
 MS_NODEV = 4
 MS_NOEXEC = 8
+MS_SYNCHRONOUS = 16
 MS_REMOUNT = 32
+MS_DIRSYNC = 128
+MS_NOATIME = 1024
+MS_NODIRATIME = 2048
 MS_BIND = 4096
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
+MS_RELATIME = 1 << 21
 MS_STRICTATIME = 1 << 24
 
 MOUNT_FLAG_NAMES = [  # order used when printing
@@ -82,8 +100,35 @@ MOUNT_FLAG_NAMES = [  # order used when printing
     ("MS_NODEV", MS_NODEV, "nodev"), ("MS_NOEXEC", MS_NOEXEC, "noexec"),
     ("MS_REMOUNT", MS_REMOUNT, "remount"), ("MS_BIND", MS_BIND, "bind"),
     ("MS_REC", MS_REC, "rec"), ("MS_PRIVATE", MS_PRIVATE, "private"),
-    ("MS_STRICTATIME", MS_STRICTATIME, "strictatime"),
+    ("MS_SYNCHRONOUS", MS_SYNCHRONOUS, "sync"), ("MS_DIRSYNC", MS_DIRSYNC, "dirsync"),
+    ("MS_NOATIME", MS_NOATIME, "noatime"), ("MS_NODIRATIME", MS_NODIRATIME, "nodiratime"),
+    ("MS_RELATIME", MS_RELATIME, "relatime"), ("MS_STRICTATIME", MS_STRICTATIME, "strictatime"),
 ]
+
+S_IFCHR = 0o020000
+S_IFDIR = 0o040000
+S_IFREG = 0o100000
+
+# setrlimit(2) resources by docker's --ulimit names (the table is in runtime/options.py,
+# from <sys/resource.h>); RLIM_INFINITY is all ones.
+RLIMITS = ULIMITS
+RLIM_INFINITY = (1 << 64) - 1
+
+# Capability numbers come from <linux/capability.h> (the table is in runtime/options.py).
+CAPABILITY_NAMES = {number: name for name, number in CAPABILITIES.items()}
+
+
+def capability_mask(numbers) -> int:
+    """A set of capability numbers as the 64-bit mask /proc/<pid>/status prints."""
+    mask = 0
+    for n in numbers:
+        mask |= 1 << n
+    return mask
+
+
+def _cap_word(number: int) -> str:
+    """cap_chown, as capsh and setpriv spell capabilities."""
+    return CAPABILITY_NAMES.get(number, f"CAP_{number}").lower()
 
 # Namespaces in the order `unshare(1)` lists its options: (name, flag, option, why).
 NAMESPACES = {
@@ -93,8 +138,6 @@ NAMESPACES = {
     "ipc": (CLONE_NEWIPC, "--ipc", "its own System V IPC and POSIX message queues"),
     "net": (CLONE_NEWNET, "--net", "its own network stack (only a loopback interface)"),
 }
-
-S_IFCHR = 0o020000
 
 
 def makedev(major: int, minor: int) -> int:
@@ -118,9 +161,38 @@ def _q(text: str) -> str:
 # -- the steps -----------------------------------------------------------------
 
 
+def _mount_shell(source: str | None, target: str, fstype: str | None, flags: int, data: str) -> str:
+    """The mount(8) command line for one mount(2) call."""
+    if fstype is None and flags & MS_PRIVATE:
+        return f"mount --make-{'r' if flags & MS_REC else ''}private {_q(target)}"
+    if flags & MS_REMOUNT:  # change the flags of an existing mount (with MS_BIND: of that mount only)
+        words = ["remount"] + (["bind"] if flags & MS_BIND else [])
+        words += [word for _, bit, word in MOUNT_FLAG_NAMES
+                  if flags & bit and bit not in (MS_REMOUNT, MS_BIND, MS_REC)]
+        return f"mount -o {_q(','.join(words))} {_q(target)}"
+    if flags & MS_BIND:  # mount(2) ignores the other flags of a bind: a remount sets them
+        return f"mount --{'r' if flags & MS_REC else ''}bind {_q(source or '')} {_q(target)}"
+    opts = [word for _, bit, word in MOUNT_FLAG_NAMES if flags & bit]
+    if data:
+        opts.append(data)
+    o = f" -o {_q(','.join(opts))}" if opts else ""
+    return f"mount -t {fstype} {_q(source or 'none')}{o} {_q(target)}"
+
+
+def _mount_syscall(source: str | None, target: str, fstype: str | None, flags: int, data: str) -> str:
+    """The mount(2) call; ``target`` is already a C expression."""
+    names = "|".join(mount_flag_names(flags)) or "0"
+    return f"mount({_c(source)}, {target}, {_c(fstype)}, {names}, {_c(data) if data else 'NULL'})"
+
+
 @dataclass(frozen=True)
 class Mount:
-    """Mount a filesystem (mount(2)); ``source`` is the device or a name for virtual ones."""
+    """Mount a filesystem (mount(2)); ``source`` is the device or a name for virtual ones.
+
+    ``if_exists``: a target that does not exist is skipped instead of being an
+    error (runc does so for the masked and read-only paths: which of them
+    exist depends on the kernel's configuration).
+    """
 
     source: str | None
     target: str
@@ -128,26 +200,68 @@ class Mount:
     flags: int = 0
     data: str = ""
     why: str = ""
+    if_exists: bool = False
 
     def shell(self) -> str:
-        if self.fstype is None and self.flags & MS_PRIVATE:
-            return f"mount --make-{'r' if self.flags & MS_REC else ''}private {_q(self.target)}"
-        opts = [word for _, bit, word in MOUNT_FLAG_NAMES if self.flags & bit]
-        if self.data:
-            opts.append(self.data)
-        o = f" -o {_q(','.join(opts))}" if opts else ""
-        return f"mount -t {self.fstype} {_q(self.source or 'none')}{o} {_q(self.target)}"
+        text = _mount_shell(self.source, self.target, self.fstype, self.flags, self.data)
+        return f"test -e {_q(self.target)} && {text}" if self.if_exists else text
 
     def syscall(self) -> str:
-        flags = "|".join(mount_flag_names(self.flags)) or "0"
-        data = _c(self.data) if self.data else "NULL"
-        return f"mount({_c(self.source)}, {_c(self.target)}, {_c(self.fstype)}, {flags}, {data})"
+        text = _mount_syscall(self.source, _c(self.target), self.fstype, self.flags, self.data)
+        return text + ", ENOENT skipped" if self.if_exists else text
 
     def op(self) -> Op:
-        return Op(OP_MOUNT, path=os.fsencode(self.target),
+        return Op(OP_MOUNT_IF_EXISTS if self.if_exists else OP_MOUNT, path=os.fsencode(self.target),
                   source=os.fsencode(self.source) if self.source else b"",
                   fstype=os.fsencode(self.fstype) if self.fstype else b"",
                   flags=self.flags, data=self.data.encode())
+
+
+@dataclass(frozen=True)
+class MountInRoot:
+    """Mount on ``target``, a path *inside the container root* ``root``,
+    looked up as if ``root`` were ``/`` and never through a symlink.
+
+    Why not simply ``mount(source, root + target)``? The image (or a volume
+    another container shares) may have made a component of ``target`` a
+    symlink -- ``/data -> /etc`` on the host, say -- and mount(2) follows
+    it: the mount would land outside the container. runc had exactly that
+    bug with a race on a shared volume (CVE-2021-30465). So the child walks
+    ``target`` one component at a time from a descriptor of ``root`` with
+    ``openat(O_PATH|O_NOFOLLOW)``, refuses a symlink (ELOOP), creates what is
+    missing when ``create`` says so (``"dir"``, or ``"file"`` for the last
+    component, e.g. to bind a file), and mounts on the descriptor it holds
+    (``/proc/self/fd/<fd>``), so nothing can be swapped in between.
+    """
+
+    root: str
+    target: str         # absolute, inside the container: "/data"
+    source: str | None
+    fstype: str | None
+    flags: int = 0
+    data: str = ""
+    create: str = ""    # "", "dir" or "file": what to create when the target is missing
+    why: str = ""
+
+    @property
+    def full_path(self) -> str:
+        return self.root.rstrip("/") + self.target
+
+    def shell(self) -> str:
+        return _mount_shell(self.source, self.full_path, self.fstype, self.flags, self.data)
+
+    def syscall(self) -> str:
+        how = {"": "", "dir": ", mkdir missing", "file": ", mkdir parents, create empty file"}[self.create]
+        return (f"fd = open_in_root({_c(self.root)}, {_c(self.target)}{how}); "
+                + _mount_syscall(self.source, '"/proc/self/fd/<fd>"', self.fstype, self.flags, self.data))
+
+    def op(self) -> Op:
+        mode = {"": 0, "dir": S_IFDIR, "file": S_IFREG}[self.create]
+        return Op(OP_MOUNT_IN_ROOT, path=os.fsencode(self.target),
+                  source=os.fsencode(self.source) if self.source else b"",
+                  fstype=os.fsencode(self.fstype) if self.fstype else b"",
+                  flags=self.flags, data=self.data.encode(), mode=mode,
+                  root=os.fsencode(self.root))
 
 
 @dataclass(frozen=True)
@@ -306,8 +420,141 @@ class WaitForEngine:
         return Op(OP_SYNC)
 
 
-Step = (Mount | MakeDir | MakeDevice | Symlink | PivotRoot | SetHostname | LoopbackUp
-        | ChangeDir | DieWithParent | WaitForEngine)
+@dataclass(frozen=True)
+class SetRlimit:
+    """A resource limit (setrlimit(2)), e.g. ``--ulimit nofile=1024:2048``.
+    Set while still root: raising a hard limit needs CAP_SYS_RESOURCE."""
+
+    name: str           # "nofile", as docker's --ulimit spells it
+    soft: int           # -1: unlimited
+    hard: int
+    why: str = ""
+
+    @staticmethod
+    def _value(n: int) -> str:
+        return "unlimited" if n < 0 or n == RLIM_INFINITY else str(n)
+
+    def shell(self) -> str:
+        return f"prlimit --pid $$ --{self.name}={self._value(self.soft)}:{self._value(self.hard)}"
+
+    def syscall(self) -> str:
+        def c(n):
+            return "RLIM_INFINITY" if self._value(n) == "unlimited" else str(n)
+        return f"setrlimit(RLIMIT_{self.name.upper()}, {{{c(self.soft)}, {c(self.hard)}}})"
+
+    def op(self) -> Op:
+        def raw(n):
+            return RLIM_INFINITY if n < 0 else n
+        return Op(OP_SETRLIMIT, mode=RLIMITS[self.name], flags=raw(self.soft), dev=raw(self.hard))
+
+
+@dataclass(frozen=True)
+class DropBoundingSet:
+    """Shrink the capability bounding set to ``keep`` (prctl(2) PR_CAPBSET_DROP).
+
+    The bounding set is the ceiling: no execve -- not even of a set-user-ID
+    root program or one with file capabilities -- can give the process a
+    capability outside it (capabilities(7), "Capability bounding set").
+    Dropping needs CAP_SETPCAP, so this comes before the user switch and
+    capset. ``last_cap`` is /proc/sys/kernel/cap_last_cap: every capability
+    this kernel knows, including ones newer than our table, is dropped.
+    """
+
+    keep: tuple[int, ...]
+    last_cap: int
+    why: str = ""
+
+    @property
+    def dropped(self) -> list[int]:
+        return [n for n in range(self.last_cap + 1) if n not in self.keep]
+
+    def shell(self) -> str:
+        kept = "".join(f",+{_cap_word(n)[4:]}" for n in sorted(self.keep))
+        return f"setpriv --bounding-set=-all{kept}"
+
+    def syscall(self) -> str:
+        return (f"prctl(PR_CAPBSET_DROP, n) for the {len(self.dropped)} capabilities n <= "
+                f"{self.last_cap} not in {capability_mask(self.keep):#018x}")
+
+    def op(self) -> Op:
+        return Op(OP_CAPBSET, flags=capability_mask(self.keep), mode=self.last_cap)
+
+
+@dataclass(frozen=True)
+class SetUser:
+    """Become ``uid``:``gid`` with the supplementary ``groups`` (always set:
+    otherwise the container would keep the groups of the engine's process).
+
+    Order matters: groups and gid first, while we are still root -- after
+    setresuid() to a non-root user we would not be allowed to. Changing the
+    uid away from 0 also empties the permitted and effective capability sets
+    (capabilities(7), "Effect of user ID changes on capabilities").
+    """
+
+    uid: int
+    gid: int
+    groups: tuple[int, ...] = ()
+    why: str = ""
+
+    def shell(self) -> str:
+        groups = f"--groups={','.join(map(str, self.groups))}" if self.groups else "--clear-groups"
+        return f"setpriv --reuid={self.uid} --regid={self.gid} {groups}"
+
+    def syscall(self) -> str:
+        groups = ", ".join(map(str, self.groups))
+        return (f"setgroups({len(self.groups)}, [{groups}]); setresgid({self.gid}, {self.gid}, {self.gid}); "
+                f"setresuid({self.uid}, {self.uid}, {self.uid})")
+
+    def op(self) -> Op:
+        data = b"".join(g.to_bytes(4, sys.byteorder) for g in self.groups)
+        return Op(OP_SETUSER, flags=self.uid, mode=self.gid, data=data)
+
+
+@dataclass(frozen=True)
+class SetCapabilities:
+    """The process's own capability sets (capset(2)): permitted = effective =
+    ``caps``, inheritable and ambient empty -- what docker's containers get
+    (CapEff 00000000a80425fb by default). A non-root user gets empty sets,
+    as with docker: its capabilities would be lost at execve anyway."""
+
+    caps: tuple[int, ...]
+    why: str = ""
+
+    def shell(self) -> str:
+        names = ",".join(_cap_word(n) for n in sorted(self.caps))
+        return f"capsh --caps={_q(names + '=ep' if names else '=')}"
+
+    def syscall(self) -> str:
+        mask = capability_mask(self.caps)
+        return ("prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL); capset({_LINUX_CAPABILITY_VERSION_3, 0}, "
+                f"{{effective=permitted={mask:#x}, inheritable=0}})")
+
+    def op(self) -> Op:
+        return Op(OP_CAPSET, flags=capability_mask(self.caps))
+
+
+@dataclass(frozen=True)
+class SetsidCtty:
+    """A new session whose controlling terminal is stdin (a pty slave the
+    engine's monitor holds the master of): so ^C on that terminal becomes
+    SIGINT for the container's foreground process group (credentials(7),
+    "Sessions"; ioctl_tty(2) TIOCSCTTY)."""
+
+    why: str = ""
+
+    def shell(self) -> str:
+        return "setsid --ctty"
+
+    def syscall(self) -> str:
+        return "setsid(); ioctl(0, TIOCSCTTY, 0)"
+
+    def op(self) -> Op:
+        return Op(OP_SETSID_CTTY)
+
+
+Step = (Mount | MountInRoot | MakeDir | MakeDevice | Symlink | PivotRoot | SetHostname | LoopbackUp
+        | ChangeDir | DieWithParent | WaitForEngine | SetRlimit | DropBoundingSet | SetUser
+        | SetCapabilities | SetsidCtty)
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,10 @@ import fcntl
 import os
 import signal
 import socket
+import stat
 import struct
+import sys
+import termios
 
 from . import plan as P
 
@@ -46,10 +49,16 @@ _libc.mknod.argtypes = [ctypes.c_char_p, ctypes.c_uint, ctypes.c_ulong]
 _libc.syscall.restype = ctypes.c_long
 
 SYS_PIVOT_ROOT = 155  # x86_64 <asm/unistd_64.h>; aarch64 uses 41
+SYS_CAPSET = 126      # x86_64; aarch64 uses 91
 if os.uname().machine == "aarch64":
     SYS_PIVOT_ROOT = 41
+    SYS_CAPSET = 91
 MNT_DETACH = 2
 PR_SET_PDEATHSIG = 1
+PR_CAPBSET_DROP = 24            # <linux/prctl.h>
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+LINUX_CAPABILITY_VERSION_3 = 0x20080522  # <linux/capability.h>
 SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
 IFF_UP = 0x1
@@ -74,11 +83,84 @@ def _mkdir_p(path: bytes) -> None:
     os.makedirs(path, mode=0o755, exist_ok=True)
 
 
+def _prctl(option: int, arg: int) -> None:
+    _check(_libc.prctl(option, ctypes.c_ulong(arg), ctypes.c_ulong(0), ctypes.c_ulong(0),
+                       ctypes.c_ulong(0)))
+
+
+def open_in_root(root: bytes, path: bytes, create: int) -> int:
+    """Open ``path`` as if ``root`` were "/", never following a symlink (see the
+    compiled twin): one component at a time with O_PATH|O_NOFOLLOW, a symlink
+    is ELOOP, missing components are created when ``create`` says so."""
+    fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        names = [n for n in path.split(b"/") if n and n != b"."]
+        for i, name in enumerate(names):
+            last = i == len(names) - 1
+            if name == b"..":
+                raise OSError(errno.EINVAL, "'..' in a mount target")
+            try:
+                next_fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                if not last or create == P.S_IFDIR:
+                    try:
+                        os.mkdir(name, 0o755, dir_fd=fd)
+                    except FileExistsError:
+                        pass
+                else:
+                    try:  # O_CREAT|O_EXCL never follows a symlink (open(2))
+                        os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                                         | os.O_CLOEXEC, 0o644, dir_fd=fd))
+                    except FileExistsError:
+                        pass
+                next_fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            os.close(fd)
+            fd = next_fd
+            mode = os.fstat(fd).st_mode
+            if stat.S_ISLNK(mode):
+                raise OSError(errno.ELOOP, "a mount target goes through a symlink")
+            if not last and not stat.S_ISDIR(mode):
+                raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _capset(caps: int) -> None:
+    """permitted = effective = caps, inheritable = 0 (capset(2), version 3: two 32-bit words)."""
+    header = struct.pack("=Ii", LINUX_CAPABILITY_VERSION_3, 0)
+    low, high = caps & 0xFFFFFFFF, caps >> 32
+    data = struct.pack("=6I", low, low, 0, high, high, 0)  # effective, permitted, inheritable
+    _check(_libc.syscall(ctypes.c_long(SYS_CAPSET), ctypes.c_char_p(header), ctypes.c_char_p(data)))
+
+
+def _setrlimit(which: int, soft: int, hard: int) -> None:
+    # libc's setrlimit, not resource.setrlimit: that one turns EPERM into a
+    # ValueError, and the engine must get the kernel's errno like from C.
+    limit = (ctypes.c_ulong * 2)(soft, hard)   # struct rlimit {rlim_cur, rlim_max}
+    _check(_libc.setrlimit(which, limit))
+
+
 def run_op(op: P.Op, sync_read: int) -> None:
     """Perform one step of the plan (raises OSError with the kernel's errno)."""
     code = op.code
     if code == P.OP_MOUNT:
         _check(_libc.mount(op.source or None, op.path, op.fstype or None, op.flags, op.data or None))
+    elif code == P.OP_MOUNT_IF_EXISTS:
+        try:
+            _check(_libc.mount(op.source or None, op.path, op.fstype or None, op.flags, op.data or None))
+        except FileNotFoundError:
+            pass
+    elif code == P.OP_MOUNT_IN_ROOT:
+        fd = open_in_root(op.root, op.path, op.mode)
+        try:
+            _check(_libc.mount(op.source or None, f"/proc/self/fd/{fd}".encode(), op.fstype or None,
+                               op.flags, op.data or None))
+        finally:
+            os.close(fd)
     elif code == P.OP_MKDIR:
         try:
             os.mkdir(op.path, op.mode)
@@ -106,6 +188,25 @@ def run_op(op: P.Op, sync_read: int) -> None:
         _check(_libc.prctl(PR_SET_PDEATHSIG, ctypes.c_ulong(op.flags), 0, 0, 0))
     elif code == P.OP_SYNC:
         _wait_go(sync_read)
+    elif code == P.OP_SETRLIMIT:
+        _setrlimit(op.mode, op.flags, op.dev)
+    elif code == P.OP_CAPBSET:
+        for n in range(op.mode + 1):
+            if not op.flags >> n & 1:
+                _prctl(PR_CAPBSET_DROP, n)
+    elif code == P.OP_SETUSER:
+        # After fork() (not clone) glibc knows we have one thread, so
+        # Python's wrappers are fine here (see the compiled twin).
+        groups = [int.from_bytes(op.data[i:i + 4], sys.byteorder) for i in range(0, len(op.data), 4)]
+        os.setgroups(groups)
+        os.setresgid(op.mode, op.mode, op.mode)
+        os.setresuid(op.flags, op.flags, op.flags)
+    elif code == P.OP_CAPSET:
+        _prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
+        _capset(op.flags)
+    elif code == P.OP_SETSID_CTTY:
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
     else:
         raise OSError(errno.EINVAL, f"unknown op {code}")
 

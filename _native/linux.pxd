@@ -6,6 +6,8 @@ cdef extern from "<sched.h>" nogil:
     int CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWPID, CLONE_NEWNET
     # glibc's wrapper: runs fn(arg) on `stack` in the child (see clone(2)).
     int clone(int (*fn)(void *) noexcept nogil, void *stack, int flags, void *arg, ...)
+    # Join the namespace the descriptor `fd` refers to (setns(2)); used by exec.
+    int setns(int fd, int nstype)
 
 cdef extern from "<signal.h>" nogil:
     ctypedef struct sigset_t:
@@ -77,10 +79,12 @@ cdef extern from "<sys/syscall.h>" nogil:
     long SYS_pivot_root
     long SYS_close_range
     long SYS_setgroups, SYS_setresgid, SYS_setresuid
+    long SYS_clone
 
 cdef extern from "<sys/prctl.h>" nogil:
     int prctl(int option, ...)
     int PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL
+    int PR_SET_CHILD_SUBREAPER, PR_GET_CHILD_SUBREAPER
 
 cdef extern from "<errno.h>" nogil:
     int errno

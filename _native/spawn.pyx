@@ -24,6 +24,16 @@ Why C only? After clone the child is a copy of a process that may hold
 Python's locks (the GIL, allocator, import lock) in whatever state another
 thread left them; running Python there can deadlock. runc makes the same
 choice with nsexec.c.
+
+``exec`` (``engine/runtime/exec.py``) uses the same machinery with clone
+flags 0: the child is born in the engine's namespaces and *joins* the
+container's with ``OP_SETNS`` (descriptors the engine opened), then
+``OP_FORK_INTO_PIDNS`` forks once more, because a joined PID namespace only
+applies to the children of the joiner (pid_namespaces(7)). The parent of
+that fork writes ``(REPORT_PID, pid)`` on the error pipe and exits; the
+grandchild goes on with the remaining ops and the execve. The engine makes
+itself a child subreaper (:func:`child_subreaper`) beforehand, so the
+orphaned grandchild becomes its child and can be waited for.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
@@ -105,6 +115,14 @@ cdef enum:
     OP_SETUSER = 16
     OP_CAPSET = 17
     OP_SETSID_CTTY = 18
+    OP_SETNS = 19
+    OP_FORK_INTO_PIDNS = 20
+    OP_SETSID = 21
+
+# The "stage" of the message OP_FORK_INTO_PIDNS's parent sends: (REPORT_PID, pid).
+# Must equal engine/runtime/plan.py's REPORT_PID (a parity test checks).
+cdef enum:
+    REPORT_PID = -2
 
 OPS = {
     "OP_MOUNT": OP_MOUNT, "OP_MKDIR": OP_MKDIR, "OP_MKNOD": OP_MKNOD,
@@ -114,8 +132,10 @@ OPS = {
     "OP_SYNC": OP_SYNC, "OP_MOUNT_IF_EXISTS": OP_MOUNT_IF_EXISTS,
     "OP_MOUNT_IN_ROOT": OP_MOUNT_IN_ROOT, "OP_SETRLIMIT": OP_SETRLIMIT,
     "OP_CAPBSET": OP_CAPBSET, "OP_SETUSER": OP_SETUSER, "OP_CAPSET": OP_CAPSET,
-    "OP_SETSID_CTTY": OP_SETSID_CTTY,
+    "OP_SETSID_CTTY": OP_SETSID_CTTY, "OP_SETNS": OP_SETNS,
+    "OP_FORK_INTO_PIDNS": OP_FORK_INTO_PIDNS, "OP_SETSID": OP_SETSID,
 }
+PID_REPORT = REPORT_PID  # for the parity test
 
 DEF STACK_SIZE = 256 * 1024
 DEF PATH_BUF = 4096
@@ -303,6 +323,37 @@ cdef int set_user(op_t *op) noexcept nogil:
     return <int>syscall(SYS_setresuid, uid, uid, uid)
 
 
+cdef int fork_into_pidns(args_t *a) noexcept nogil:
+    """OP_FORK_INTO_PIDNS: fork; the parent reports the child's PID and exits.
+
+    After setns(CLONE_NEWPID) we are still in our old PID namespace; only
+    our children are born in the container's (pid_namespaces(7)). So fork
+    once more -- with the raw system call, not glibc's fork(): that one
+    would run the engine's pthread_atfork handlers, which may take locks
+    another engine thread held at clone time. clone(SIGCHLD) with no new
+    stack is exactly fork(2): the child continues from here on a copy of
+    this stack.
+
+    The parent writes ``(REPORT_PID, child's PID)`` on the error pipe and
+    exits 0: the child is orphaned and the kernel gives it to the nearest
+    child subreaper among its ancestors -- the engine, which set
+    PR_SET_CHILD_SUBREAPER for that (prctl(2)) -- so the engine can wait for
+    it. runc's nsexec.c does the same dance (its stage-1 child joins the
+    namespaces and forks stage 2 with CLONE_PARENT, then sends its PID up
+    and exits; containerd's shim is the subreaper for what runc leaves).
+    """
+    cdef int msg[2]
+    cdef long pid = syscall(SYS_clone, <long>SIGCHLD, <long>0, <long>0, <long>0, <long>0)
+    if pid < 0:
+        return -1
+    if pid == 0:
+        return 0        # the grandchild: in the container's PID namespace, goes on
+    msg[0] = REPORT_PID
+    msg[1] = <int>pid
+    write(a.error_write, msg, sizeof(msg))
+    _exit(0)
+
+
 cdef int run_op(args_t *a, op_t *op) noexcept nogil:
     """Perform one step; 0 on success, -1 with errno set on failure."""
     cdef char go
@@ -371,6 +422,14 @@ cdef int run_op(args_t *a, op_t *op) noexcept nogil:
         if setsid() < 0:
             return -1
         return ioctl(0, TIOCSCTTY, <long>0)  # 0: do not steal another session's terminal
+    elif op.code == OP_SETNS:
+        # `flags` is a descriptor the engine opened on /proc/<pid>/ns/<kind>
+        # before spawning us; `mode` the CLONE_NEW* constant of that kind.
+        return setns(<int>op.flags, <int>op.mode)
+    elif op.code == OP_FORK_INTO_PIDNS:
+        return fork_into_pidns(a)
+    elif op.code == OP_SETSID:
+        return 0 if setsid() >= 0 else -1
     dy_set_errno(22)  # EINVAL: unknown op
     return -1
 
@@ -562,3 +621,21 @@ def spawn(int flags, list ops, list argv, list envp, bytes search_path, tuple st
         free(a.argv)
         free(a.envp)
         free(a.ops)
+
+
+def child_subreaper(int on):
+    """prctl(PR_SET_CHILD_SUBREAPER, on); returns the previous setting (0 or 1).
+
+    A subreaper adopts the orphans among its descendants instead of init
+    (prctl(2)): ``exec`` needs that for the process its spawned child forks
+    into the container's PID namespace, then turns it off again (see
+    engine/runtime/exec.py for why it must not stay on).
+    """
+    cdef int previous = 0
+    if prctl(PR_GET_CHILD_SUBREAPER, <unsigned long>&previous, <unsigned long>0, <unsigned long>0,
+             <unsigned long>0) != 0:
+        raise OSError(errno, "prctl(PR_GET_CHILD_SUBREAPER)")
+    if prctl(PR_SET_CHILD_SUBREAPER, <unsigned long>(1 if on else 0), <unsigned long>0,
+             <unsigned long>0, <unsigned long>0) != 0:
+        raise OSError(errno, "prctl(PR_SET_CHILD_SUBREAPER)")
+    return previous

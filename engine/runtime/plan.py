@@ -52,6 +52,14 @@ OP_CAPBSET = 15     # prctl(PR_CAPBSET_DROP, n) for every n in 0..mode not in th
 OP_SETUSER = 16     # setgroups(data = native uint32 gids); setresgid(mode); setresuid(flags)
 OP_CAPSET = 17      # prctl(PR_CAP_AMBIENT_CLEAR_ALL); capset(effective=permitted=flags, inheritable=0)
 OP_SETSID_CTTY = 18  # setsid(); ioctl(0, TIOCSCTTY, 0)
+OP_SETNS = 19       # setns(fd=flags, nstype=mode); `path` names what fd was opened on (for errors)
+OP_FORK_INTO_PIDNS = 20  # fork; the parent writes (REPORT_PID, child's pid) on the error pipe and
+                         # _exit(0)s; the child goes on with the next op
+OP_SETSID = 21      # setsid(): a new session without a controlling terminal
+
+# The "stage" of the one message on the error pipe that is not an error:
+# OP_FORK_INTO_PIDNS's parent reporting its child's PID.
+REPORT_PID = -2
 
 OP_NAMES = {v: k for k, v in globals().items() if k.startswith("OP_") and isinstance(v, int)}
 
@@ -552,9 +560,91 @@ class SetsidCtty:
         return Op(OP_SETSID_CTTY)
 
 
+# setns(2)'s nstype for each namespace file in /proc/<pid>/ns/ (the CLONE_NEW* constants).
+NAMESPACE_TYPES = {
+    "cgroup": CLONE_NEWCGROUP, "ipc": CLONE_NEWIPC, "uts": CLONE_NEWUTS, "net": CLONE_NEWNET,
+    "pid": CLONE_NEWPID, "mnt": CLONE_NEWNS,
+}
+# nsenter(1)'s option for each.
+_NSENTER = {"cgroup": "--cgroup", "ipc": "--ipc", "uts": "--uts", "net": "--net", "pid": "--pid",
+            "mnt": "--mount"}
+
+
+@dataclass(frozen=True)
+class SetNamespace:
+    """Join an existing namespace: ``setns(fd, CLONE_NEW...)`` (setns(2)).
+
+    ``fd`` is a descriptor of ``path`` (``/proc/<pid>/ns/<kind>`` of a
+    process already in that namespace) that the *engine* opened before
+    spawning: every namespace file must be opened before any is entered,
+    because once in the container's mount namespace ``/proc/<pid>`` could
+    name another process, or nothing (runc's nsexec.c opens them all first
+    for the same reason). -1 until the engine has opened it (a plan that is
+    only printed). Joining a PID namespace changes nothing for the caller
+    itself, only for the children it forks afterwards (pid_namespaces(7)):
+    see :class:`ForkIntoPidNamespace`.
+    """
+
+    kind: str           # "mnt", "pid", "net", "ipc", "uts" or "cgroup"
+    path: str           # /proc/<pid>/ns/<kind>
+    fd: int = -1
+    why: str = ""
+
+    def shell(self) -> str:
+        return f"nsenter {_NSENTER[self.kind]}={_q(self.path)}"
+
+    def syscall(self) -> str:
+        flag = "CLONE_NEWNS" if self.kind == "mnt" else f"CLONE_NEW{self.kind.upper()}"
+        return f"setns(open({_c(self.path)}, O_RDONLY), {flag})"
+
+    def op(self) -> Op:
+        return Op(OP_SETNS, path=os.fsencode(self.path), flags=self.fd,
+                  mode=NAMESPACE_TYPES[self.kind])
+
+
+@dataclass(frozen=True)
+class ForkIntoPidNamespace:
+    """Fork once more, so that the process that runs the command is *in*
+    the PID namespace joined above (it was only the one for our children).
+
+    The parent reports the child's PID to the engine on the error pipe and
+    exits; the orphaned child is adopted by the engine, which made itself a
+    child subreaper for that (prctl(2) PR_SET_CHILD_SUBREAPER). That is
+    what ``nsenter --fork`` does, and runc's nsexec.c too.
+    """
+
+    why: str = ""
+
+    def shell(self) -> str:
+        return "nsenter --fork  # the rest runs in a child"
+
+    def syscall(self) -> str:
+        return "pid = clone(SIGCHLD) /* fork */; parent: write(error_pipe, {-2, pid}); _exit(0)"
+
+    def op(self) -> Op:
+        return Op(OP_FORK_INTO_PIDNS)
+
+
+@dataclass(frozen=True)
+class NewSession:
+    """A new session with no controlling terminal (setsid(2)): nothing typed
+    in the engine's terminal (^C, a hang-up) reaches the process."""
+
+    why: str = ""
+
+    def shell(self) -> str:
+        return "setsid"
+
+    def syscall(self) -> str:
+        return "setsid()"
+
+    def op(self) -> Op:
+        return Op(OP_SETSID)
+
+
 Step = (Mount | MountInRoot | MakeDir | MakeDevice | Symlink | PivotRoot | SetHostname | LoopbackUp
         | ChangeDir | DieWithParent | WaitForEngine | SetRlimit | DropBoundingSet | SetUser
-        | SetCapabilities | SetsidCtty)
+        | SetCapabilities | SetsidCtty | SetNamespace | ForkIntoPidNamespace | NewSession)
 
 
 @dataclass(frozen=True)
@@ -638,8 +728,12 @@ class Plan:
             lines.append(f"{name}={self._shorten(path, skip=name)}")
         clone = "|".join(f"CLONE_NEW{'NS' if ns == 'mnt' else ns.upper()}" for ns in self.namespaces)
         unshare = " ".join(NAMESPACES[ns][1] for ns in self.namespaces)
-        entries = [(f"unshare {unshare} --fork", f"clone({clone}|SIGCHLD)",
-                    "\n".join(f"{ns}: {NAMESPACES[ns][2]}" for ns in self.namespaces))]
+        if self.namespaces:
+            entries = [(f"unshare {unshare} --fork", f"clone({clone}|SIGCHLD)",
+                        "\n".join(f"{ns}: {NAMESPACES[ns][2]}" for ns in self.namespaces))]
+        else:  # exec: no new namespace, the child joins existing ones
+            entries = [("# (dockyard forks)", "clone(SIGCHLD)",
+                        "a new process, still in dockyard's own namespaces")]
         entries += [(s.shell(), s.syscall(), s.why) for s in self.steps]
         if self.exec is not None:
             entries.append((self.exec.shell(), self.exec.syscall(),

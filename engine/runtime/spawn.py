@@ -16,6 +16,12 @@ The twin runs Python between fork and exec, which is fine in a
 single-threaded program like the CLI or the tests, and is why the engine
 prefers the compiled module.
 
+Without ``CLONE_NEWPID`` in the flags (``exec``: flags 0) there is no new
+PID namespace to make, so there is no middle process either: the child
+performs the ops itself, as the compiled spawner's does. ``exec``'s plan
+joins the container's namespaces with ``OP_SETNS`` and forks into its PID
+namespace with ``OP_FORK_INTO_PIDNS`` (see engine/runtime/exec.py).
+
 Protocol (both spawners): ``spawn()`` returns ``(pid, sync_fd, error_fd)``.
 The child runs the ops in order; the ``OP_SYNC`` op blocks until the engine
 writes one byte to ``sync_fd``. A failing step is reported as two native
@@ -47,6 +53,7 @@ _libc.unshare.argtypes = [ctypes.c_int]
 _libc.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
 _libc.mknod.argtypes = [ctypes.c_char_p, ctypes.c_uint, ctypes.c_ulong]
 _libc.syscall.restype = ctypes.c_long
+_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]   # os.setns() arrives in Python 3.12
 
 SYS_PIVOT_ROOT = 155  # x86_64 <asm/unistd_64.h>; aarch64 uses 41
 SYS_CAPSET = 126      # x86_64; aarch64 uses 91
@@ -58,6 +65,8 @@ PR_SET_PDEATHSIG = 1
 PR_CAPBSET_DROP = 24            # <linux/prctl.h>
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
+PR_SET_CHILD_SUBREAPER = 36
+PR_GET_CHILD_SUBREAPER = 37
 LINUX_CAPABILITY_VERSION_3 = 0x20080522  # <linux/capability.h>
 SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
@@ -144,7 +153,7 @@ def _setrlimit(which: int, soft: int, hard: int) -> None:
     _check(_libc.setrlimit(which, limit))
 
 
-def run_op(op: P.Op, sync_read: int) -> None:
+def run_op(op: P.Op, sync_read: int, error_write: int = -1) -> None:
     """Perform one step of the plan (raises OSError with the kernel's errno)."""
     code = op.code
     if code == P.OP_MOUNT:
@@ -207,8 +216,40 @@ def run_op(op: P.Op, sync_read: int) -> None:
     elif code == P.OP_SETSID_CTTY:
         os.setsid()
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+    elif code == P.OP_SETNS:
+        # `flags`: a descriptor of /proc/<pid>/ns/<kind> the engine opened for us.
+        _check(_libc.setns(op.flags, op.mode))
+    elif code == P.OP_FORK_INTO_PIDNS:
+        _fork_into_pidns(error_write)
+    elif code == P.OP_SETSID:
+        os.setsid()
     else:
         raise OSError(errno.EINVAL, f"unknown op {code}")
+
+
+def _fork_into_pidns(error_write: int) -> None:
+    """Fork; the parent reports the child's PID on the error pipe and exits.
+
+    The child is in the PID namespace joined before (setns applies to
+    children only, pid_namespaces(7)) and returns to run the next ops. The
+    orphan is adopted by the engine, a child subreaper (see the compiled
+    twin, which does this with a raw clone(SIGCHLD); os.fork() is fine here:
+    this process has a single thread).
+    """
+    pid = os.fork()
+    if pid == 0:
+        return
+    os.write(error_write, struct.pack("=ii", P.REPORT_PID, pid))
+    os._exit(0)
+
+
+def child_subreaper(on: int) -> int:
+    """prctl(PR_SET_CHILD_SUBREAPER, on); returns the previous setting (0 or 1)."""
+    previous = ctypes.c_int(0)
+    _check(_libc.prctl(PR_GET_CHILD_SUBREAPER, ctypes.byref(previous), ctypes.c_ulong(0),
+                       ctypes.c_ulong(0), ctypes.c_ulong(0)))
+    _prctl(PR_SET_CHILD_SUBREAPER, 1 if on else 0)
+    return previous.value
 
 
 def _wait_go(sync_read: int) -> None:
@@ -275,7 +316,7 @@ def _container_side(flags, ops, argv, envp, search_path, stdio, sync_read, error
                 pass
     for index, op in enumerate(ops):
         try:
-            run_op(P.Op(*op), sync_read)
+            run_op(P.Op(*op), sync_read, error_write)
         except OSError as e:
             _report(error_write, index, e.errno or errno.EIO, len(ops))
     try:
@@ -285,7 +326,20 @@ def _container_side(flags, ops, argv, envp, search_path, stdio, sync_read, error
 
 
 def _middle(flags, ops, argv, envp, search_path, stdio, sync_read, error_write) -> None:
-    """The first child: unshare, fork PID 1, relay its fate. Never returns."""
+    """The first child: unshare, fork PID 1, relay its fate. Never returns.
+
+    Without a new PID namespace (exec) there is no PID 1 to fork: this
+    process unshares what was asked, if anything, and is the container side
+    itself, like the compiled spawner's child.
+    """
+    if not flags & P.CLONE_NEWPID:
+        try:
+            if flags:
+                _check(_libc.unshare(flags))
+        except OSError as e:
+            _report(error_write, -1, e.errno or errno.EIO, len(ops))
+        _container_side(flags, ops, argv, envp, search_path, stdio, sync_read, error_write)
+        os._exit(125)
     try:
         # A foreground container dies with the engine: the middle process
         # must too, or the grandchild would outlive it.
@@ -298,8 +352,13 @@ def _middle(flags, ops, argv, envp, search_path, stdio, sync_read, error_write) 
     if pid == 0:
         _container_side(flags, ops, argv, envp, search_path, stdio, sync_read, error_write)
         os._exit(125)
-    os.close(sync_read)
-    os.close(error_write)
+    # The compiled spawner has no middle process; this one must not hold on
+    # to anything either while it waits: not the engine's stdio (a `$(dockyard
+    # run -d ...)` would wait for its end), not its sockets and pipes.
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.closerange(3, os.sysconf("SC_OPEN_MAX"))
     forwarded = [signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT,
                  signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH]
     for sig in forwarded:

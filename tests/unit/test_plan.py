@@ -476,3 +476,112 @@ def test_mount_targets_through_a_symlink_are_refused(tmp_path):
     with pytest.raises(UnsafeMountTarget, match="mount target /data/sub goes through a symlink: /data -> /etc"):
         container_plan(OVERLAY, ["true"], [], config, host_config(tmpfs=["/data/sub"]), view=view)
     container_plan(OVERLAY, ["true"], [], config, host_config(tmpfs=["/srv/sub"]), view=view)
+
+
+# -- exec: joining a running container (runtime/exec.py) ----------------------------
+
+from engine.runtime import exec as X  # noqa: E402
+
+
+def make_exec_plan(argv=("sh",), **kw):
+    config = {"Hostname": "box", "WorkingDir": "/srv", "Env": ["A=1", "PATH=/bin:/sbin"], "User": ""}
+    hc = kw.pop("host_config", None) or host_config(ulimits=["nofile=100:200"], cap_drop=["CHOWN"])
+    namespaces = [P.SetNamespace(kind, f"/proc/42/ns/{kind}", 10 + n)
+                  for n, kind in enumerate(("ipc", "uts", "net", "pid", "mnt"))]
+    return X.build_exec_plan(config, hc, list(argv), namespaces=namespaces, **kw)
+
+
+def test_exec_plan_joins_then_forks_then_narrows_like_the_container():
+    plan = make_exec_plan()
+    assert plan.clone_flags == 0, "exec makes no new namespace"
+    kinds = [type(s).__name__ for s in plan.steps]
+    assert kinds == ["WaitForEngine"] + ["SetNamespace"] * 5 + [
+        "ForkIntoPidNamespace", "ChangeDir", "SetRlimit", "DropBoundingSet", "SetUser",
+        "SetCapabilities"]
+    joined = [(s.kind, s.fd) for s in steps_of(plan, P.SetNamespace)]
+    assert joined == [("ipc", 10), ("uts", 11), ("net", 12), ("pid", 13), ("mnt", 14)]
+    # The mount namespace last: after it, /proc/<pid> might name something else.
+    assert joined[-1][0] == "mnt"
+    (chdir,) = steps_of(plan, P.ChangeDir)
+    assert chdir.path == "/srv", "the container's WorkingDir by default"
+    assert index_of(plan, P.ForkIntoPidNamespace) < index_of(plan, P.ChangeDir)
+    (rlimit,) = steps_of(plan, P.SetRlimit)
+    assert (rlimit.name, rlimit.soft, rlimit.hard) == ("nofile", 100, 200)
+    bounding, process = caps_of(plan)
+    assert bounding == process == DOCKER_DEFAULT_CAPS & ~1, "the container's --cap-drop CHOWN"
+
+
+def test_exec_ops_carry_the_descriptors_and_namespace_types():
+    ops = make_exec_plan().ops()
+    setns = [op for op in ops if op.code == P.OP_SETNS]
+    assert [(op.flags, op.mode) for op in setns] == [
+        (10, P.CLONE_NEWIPC), (11, P.CLONE_NEWUTS), (12, P.CLONE_NEWNET), (13, P.CLONE_NEWPID),
+        (14, P.CLONE_NEWNS)]
+    assert setns[-1].path == b"/proc/42/ns/mnt"
+    assert P.Op(P.OP_FORK_INTO_PIDNS) in ops
+
+
+def test_exec_options_user_workdir_env_tty_detach_privileged():
+    plan = make_exec_plan(["id"], user=ExecUser(1000, 100, (100,), "/home/u"), workdir="/tmp",
+                          env=["A=2", "B=3"], tty=True)
+    (user,) = steps_of(plan, P.SetUser)
+    assert (user.uid, user.gid, user.groups) == (1000, 100, (100,))
+    assert caps_of(plan)[1] == 0, "a non-root user keeps no capabilities"
+    assert steps_of(plan, P.ChangeDir)[0].path == "/tmp"
+    assert plan.exec.env == ("PATH=/bin:/sbin", "HOSTNAME=box", "TERM=xterm", "A=2", "HOME=/home/u", "B=3")
+    assert plan.exec.search_path == "/bin:/sbin", "the container's PATH finds the command"
+    assert isinstance(plan.steps[-1], P.SetsidCtty)
+
+    detached = make_exec_plan(detach=True)
+    assert index_of(detached, P.NewSession) == index_of(detached, P.ForkIntoPidNamespace) + 1
+    assert not steps_of(make_exec_plan(), P.NewSession)
+    assert detached.steps[index_of(detached, P.NewSession)].op() == P.Op(P.OP_SETSID)
+
+    privileged = make_exec_plan(privileged=True, available_caps={0, 1, 21})
+    assert caps_of(privileged) == (0b11 | 1 << 21, 0b11 | 1 << 21), "what dockyard itself has"
+
+
+def test_exec_plan_refuses_a_relative_workdir_and_an_empty_command():
+    with pytest.raises(UsageError, match="needs to be an absolute path"):
+        make_exec_plan(workdir="tmp")
+    with pytest.raises(UsageError, match="No exec command"):
+        make_exec_plan([])
+
+
+def test_exec_plan_renders_every_step_and_a_plain_fork():
+    plan = make_exec_plan(tty=True)
+    text = plan.render()
+    assert "clone(SIGCHLD)" in text and "unshare" not in text
+    assert "nsenter --mount=/proc/42/ns/mnt" in text
+    assert 'setns(open("/proc/42/ns/pid", O_RDONLY), CLONE_NEWPID)' in text
+    assert "nsenter --fork" in text
+    position = -1
+    for step in plan.steps:
+        at = text.index(step.shell(), position + 1)
+        assert text.index(step.syscall(), at) > at
+        position = at
+    # Printed without descriptors: the steps name the files and hold fd -1.
+    described = X.described_namespaces(7)
+    assert [s.fd for s in described] == [-1] * 5 and described[0].path == "/proc/7/ns/ipc"
+
+
+def test_report_pid_and_new_op_codes_match_the_compiled_spawner():
+    native = pytest.importorskip("engine._native.spawn")
+    assert native.PID_REPORT == P.REPORT_PID
+    for name in ("OP_SETNS", "OP_FORK_INTO_PIDNS", "OP_SETSID"):
+        assert native.OPS[name] == getattr(P, name)
+
+
+def test_child_subreaper_twins_agree():
+    """prctl(PR_SET_CHILD_SUBREAPER) from the compiled core and its twin, back to where it was."""
+    from engine.runtime import spawn as twin
+
+    native = pytest.importorskip("engine._native.spawn")
+    start = twin.child_subreaper(0)
+    try:
+        for first, second in ((native, twin), (twin, native)):
+            first.child_subreaper(1)
+            assert second.child_subreaper(0) == 1
+            assert first.child_subreaper(0) == 0
+    finally:
+        twin.child_subreaper(start)

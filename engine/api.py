@@ -20,7 +20,6 @@ host's static busybox, since there is no registry to pull from here.
 from __future__ import annotations
 
 import os
-import selectors
 
 from .content import ContentStore
 from .errors import (
@@ -51,6 +50,30 @@ class Engine:
 
     def __repr__(self) -> str:
         return f"<Engine root={str(self.layout.root)!r}>"
+
+    def events(self, since=None, until=None, filters=None, decode: bool = True):
+        """``docker events`` as docker-py's ``client.events()``: a generator of
+        events (dicts with ``decode``, JSON bytes without), oldest first.
+
+        ``since``/``until``: datetimes, Unix timestamps, RFC 3339 strings or
+        durations (``"10m"``). Without ``until`` it waits for new events
+        forever (close the generator to stop). ``filters``: {"container":
+        ..., "event": ..., "image": ..., "type": ...}.
+        """
+        import json
+
+        from .runtime import events, logs
+
+        import time
+
+        since_ns, until_ns = logs.parse_time_arg(since), logs.parse_time_arg(until)
+        if since_ns is None:
+            since_ns = time.time_ns()  # as docker: only what happens from now on
+        follow = until_ns is None or until_ns > time.time_ns()
+        stream = events.read(self.layout, since_ns=since_ns, until_ns=until_ns,
+                             filters=events.parse_filters(filters), follow=follow)
+        for event in stream:
+            yield event if decode else json.dumps(event).encode()
 
     def collect_garbage(self):
         """Delete blobs and snapshots nothing refers to (see engine/gc.py)."""
@@ -255,7 +278,7 @@ class ContainerCollection:
     def create(self, image: str | Image, command=None, *, name: str | None = None,
                environment=None, working_dir: str | None = None, hostname: str | None = None,
                entrypoint=None, auto_remove: bool = False, user: str | None = None,
-               labels=None, tty: bool = False, stdin_open: bool = False,
+               labels=None, tty: bool = False, stdin_open: bool = False, stdin_once: bool | None = None,
                stop_signal=None, stop_timeout: int | None = None, on_pull=None,
                **host_options) -> Container:
         """Make a container (state ``created``) without starting it.
@@ -282,7 +305,9 @@ class ContainerCollection:
             config["User"] = user
         config["Labels"] = {**config["Labels"], **options.parse_labels(labels)}
         config["Tty"] = bool(tty)
-        config["OpenStdin"] = config["AttachStdin"] = config["StdinOnce"] = bool(stdin_open)
+        config["OpenStdin"] = config["AttachStdin"] = bool(stdin_open)
+        # StdinOnce: the container's stdin closes when the first attached client's ends.
+        config["StdinOnce"] = bool(stdin_open if stdin_once is None else stdin_once and stdin_open)
         if stop_signal is not None:
             options.signal_number(stop_signal)
             config["StopSignal"] = str(stop_signal)
@@ -293,41 +318,40 @@ class ContainerCollection:
         return self._store.create(img, config, name=name, host_config=hc, image_name=image_name)
 
     def run(self, image: str | Image, command=None, *, stdout: bool = True, stderr: bool = False,
-            remove: bool = False, **kwargs) -> bytes:
-        """Run a container to completion and return its output (docker-py semantics).
+            remove: bool = False, detach: bool = False, **kwargs):
+        """Run a container (docker-py semantics).
 
-        Raises :class:`~engine.errors.ContainerError` if it exits non-zero;
-        ``remove=True`` deletes it afterwards either way.
+        Without ``detach``: wait for it and return its output (stdout, or
+        what ``stdout``/``stderr`` select); raise
+        :class:`~engine.errors.ContainerError` if it exits non-zero;
+        ``remove=True`` deletes it afterwards either way. With ``detach``:
+        return the running :class:`Container` at once; it lives on under its
+        monitor, whatever happens to this process.
         """
         container = self.create(image, command, auto_remove=remove, **kwargs)
-        out_r, out_w = os.pipe2(os.O_CLOEXEC)
-        err_r, err_w = os.pipe2(os.O_CLOEXEC)
-        devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-        fds = {"out_r": out_r, "out_w": out_w, "err_r": err_r, "err_w": err_w, "devnull": devnull}
-        chunks = {"stdout": [], "stderr": [], "both": []}
+        if detach:
+            try:
+                container.start()
+            except EngineError:
+                if remove:
+                    container._remove_quietly()
+                raise
+            return container
+        chunks = {1: [], 2: [], "both": []}
+        wanted = {1} if stdout else set()
+        if stderr:
+            wanted.add(2)
 
-        def close(*keys):
-            for key in keys:
-                if fds[key] >= 0:
-                    os.close(fds[key])
-                    fds[key] = -1
+        def output(stream, data):
+            chunks[stream].append(data)
+            if stream in wanted:
+                chunks["both"].append(data)
 
-        def drain(_process):
-            # The container holds its own copies now; ours must go or we
-            # would never see end-of-file.
-            close("out_w", "err_w", "devnull")
-            _drain({out_r: "stdout", err_r: "stderr"}, chunks)
-
-        try:
-            status = container.run((devnull, out_w, err_w), on_start=drain)
-        finally:
-            close(*fds)
+        status = container.run(output=output)
         if status != 0:
             raise ContainerError(container, status, " ".join(container.argv()),
-                                 container.attrs["Config"]["Image"], b"".join(chunks["stderr"]))
-        if stdout and stderr:
-            return b"".join(chunks["both"])
-        return b"".join(chunks["stdout" if stdout else "stderr"]) if (stdout or stderr) else b""
+                                 container.attrs["Config"]["Image"], b"".join(chunks[2]))
+        return b"".join(chunks["both"])
 
     def get(self, container_id: str) -> Container:
         return self._store.get(container_id)
@@ -338,20 +362,6 @@ class ContainerCollection:
     def remove(self, container: Container, force: bool = False) -> None:
         self._store.remove(container, force=force)
 
+    def rename(self, container: Container, name: str) -> None:
+        self._store.rename(container, name)
 
-def _drain(fds: dict[int, str], chunks: dict[str, list]) -> None:
-    """Read every fd until end-of-file, keeping stdout and stderr apart (and interleaved)."""
-    sel = selectors.DefaultSelector()
-    for fd in fds:
-        sel.register(fd, selectors.EVENT_READ)
-    open_fds = set(fds)
-    while open_fds:
-        for key, _ in sel.select():
-            data = os.read(key.fd, 65536)
-            if not data:
-                sel.unregister(key.fd)
-                open_fds.discard(key.fd)
-                continue
-            chunks[fds[key.fd]].append(data)
-            chunks["both"].append(data)
-    sel.close()

@@ -3,8 +3,8 @@
 Every test gets its own ``DOCKYARD_ROOT`` under pytest's tmp_path. Building
 busybox takes a fraction of a second, so it is built once per session in a
 template root and its blobs are copied into each test's root. Tests under
-``tests/integration`` must leave no process behind, and no test may leave a
-mount under its root.
+``tests/integration`` must leave no process (container, monitor) and no
+cgroup behind, and no test may leave a mount under its root.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from support import BUSYBOX, CLI, assert_no_mounts_under, descendants, seed_root
+from support import (BUSYBOX, CLI, assert_no_mounts_under, cgroup_leftovers, created_containers,
+                     descendants,
+                     processes_mentioning, seed_root)
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: namespaces and mounts")
 
@@ -85,6 +87,23 @@ def no_leaked_processes(request):
         return
     before = descendants(os.getpid())
     yield
+    # A container's monitor is no child of ours (it is double-forked so that
+    # it outlives the CLI), so look for it by its root; and for the cgroups
+    # of the containers this test created (their ids are in the root's event
+    # log; other roots may be in use on this machine at the same time).
+    root = request.node.funcargs.get("root")
+    ours = created_containers(root) if root else set()
+    deadline = time.time() + 5
+    while True:
+        monitors = processes_mentioning(str(root)) if root else []
+        cgroups = set(cgroup_leftovers()) & ours
+        if not (monitors or cgroups) or time.time() > deadline:
+            break
+        time.sleep(0.05)
+    for pid in monitors:
+        os.kill(pid, 9)
+    assert not monitors, f"monitors left behind: {monitors}"
+    assert not cgroups, f"cgroups left behind: {sorted(cgroups)}"
     deadline = time.time() + 5
     while True:
         leaked = descendants(os.getpid()) - before

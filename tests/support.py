@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -67,6 +68,43 @@ def host_mounts() -> list[str]:
 def assert_no_mounts_under(path: Path) -> None:
     leaked = [m for m in host_mounts() if m.startswith(str(path))]
     assert not leaked, f"mounts left behind: {leaked}"
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Live processes (not zombies) whose command line contains ``text``."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+            with open(f"/proc/{entry.name}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if text in cmdline and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def cgroup_leftovers() -> list[str]:
+    """Container cgroups that exist now (see engine.runtime.cgroups.leftovers)."""
+    from engine.runtime import cgroups
+
+    try:
+        return cgroups.leftovers()
+    except Exception:  # no cgroup file system: nothing can leak
+        return []
+
+
+def created_containers(root: Path) -> set[str]:
+    """Ids of the containers ever created in ``root`` (from its event log)."""
+    try:
+        lines = (Path(root) / "events.jsonl").read_text().splitlines()
+    except FileNotFoundError:
+        return set()
+    return {json.loads(line)["id"] for line in lines if '"create"' in line}
 
 
 def tree_digest(path: Path) -> dict[str, str]:

@@ -41,12 +41,21 @@ class Parser(argparse.ArgumentParser):
 COMMANDS = {
     "run": "container", "ps": "container", "rm": "container", "inspect": "container",
     "commit": "container", "diff": "container", "create": "container",
+    "start": "container", "stop": "container", "restart": "container", "kill": "container",
+    "wait": "container", "rename": "container", "attach": "container", "logs": "container",
+    "pause": "container", "unpause": "container", "events": "container",
+    "exec": "processes", "top": "processes", "stats": "processes", "update": "processes",
     "images": "image", "tag": "image", "rmi": "image", "history": "image",
     "pull": "system", "version": "system", "info": "system", "doctor": "system",
     "save": "archive", "load": "archive", "import": "archive", "export": "archive",
     # management commands: `image ls`, `container rm`, `system df`...
     "image": "manage", "container": "manage", "system": "manage",
 }
+
+# Commands nobody types: a container's monitor execs them when the container
+# has exited (`python -m engine _restart ID`). They are only in the parser
+# when asked for, so they appear in no help and no reference.
+HIDDEN = {"_restart": "container", "_autoremove": "container"}
 
 
 class Only:
@@ -80,6 +89,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("-D", "--debug", action="store_true", help="show tracebacks of engine errors")
     parser.add_argument("-v", "--version", action="store_true", help="print version information and quit")
     commands = parser.add_subparsers(dest="command_name", metavar="COMMAND", parser_class=Parser)
+    if only in HIDDEN:
+        importlib.import_module(f"{__name__}.{HIDDEN[only]}").register_hidden(commands)
+        return parser
     modules = dict.fromkeys(COMMANDS.values()) if only not in COMMANDS else [COMMANDS[only]]
     for module in modules:
         top_level = {name: name for name, owner in COMMANDS.items() if owner == module}

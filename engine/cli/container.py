@@ -1,17 +1,19 @@
-"""Container commands: ``run``, ``ps``, ``rm``, ``inspect``."""
+"""Container commands: ``run``, ``create``, ``start``, ``stop``, ``restart``, ``kill``,
+``wait``, ``rename``, ``attach``, ``logs``, ``pause``, ``unpause``, ``events``, ``ps``,
+``rm``, ``inspect``, ``commit``, ``diff``.
+
+A started container runs under its own monitor (runtime/launcher.py), never
+as a child of this process: ``run -d`` returns at once, and a foreground
+``run`` is just an attached client of the monitor -- kill it and the
+container runs on (``attach`` and ``logs`` still work).
+"""
 
 from __future__ import annotations
 
 import argparse
-import os
-import signal
 import sys
 
 from .output import print_json
-
-# Signals `dockyard run` passes on to the container (docker's --sig-proxy).
-PROXIED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
-                   signal.SIGUSR1, signal.SIGUSR2)
 
 
 def add_create_options(p) -> None:
@@ -118,7 +120,12 @@ def register(commands) -> None:
                    help="filter output: id=, name=, label=, exited=, status=, ancestor=, before=, since=")
     p.add_argument("--format", metavar="TEMPLATE", default="",
                    help="format output with a Go template ('table ...', 'json', '{{.ID}}')")
+    p.add_argument("-n", "--last", type=int, default=-1, metavar="N",
+                   help="show the n last created containers (includes all states)")
+    p.add_argument("-l", "--latest", action="store_true",
+                   help="show the latest created container (includes all states)")
     p.add_argument("-q", "--quiet", action="store_true", help="only display container IDs")
+    p.add_argument("-s", "--size", action="store_true", help="display total file sizes")
     p.add_argument("--no-trunc", action="store_true", help="don't truncate output")
     p.set_defaults(func=cmd_ps)
 
@@ -149,6 +156,91 @@ def register(commands) -> None:
     p.add_argument("names", metavar="NAME|ID", nargs="+")
     p.set_defaults(func=cmd_inspect)
 
+    p = commands.add_parser("start", help="Start one or more stopped containers")
+    p.add_argument("-a", "--attach", action="store_true", help="attach STDOUT/STDERR and forward signals")
+    p.add_argument("-i", "--interactive", action="store_true", help="attach the container's STDIN")
+    p.add_argument("--detach-keys", metavar="KEYS", help="key sequence for detaching (default ctrl-p,ctrl-q)")
+    p.add_argument("containers", metavar="CONTAINER", nargs="+")
+    p.set_defaults(func=cmd_start)
+
+    p = commands.add_parser("stop", help="Stop one or more running containers")
+    p.add_argument("-t", "--time", "--timeout", dest="time", type=int, metavar="SECONDS",
+                   help="seconds to wait before killing the container (default: its StopTimeout, 10)")
+    p.add_argument("containers", metavar="CONTAINER", nargs="+")
+    p.set_defaults(func=cmd_stop)
+
+    p = commands.add_parser("restart", help="Restart one or more containers")
+    p.add_argument("-t", "--time", "--timeout", dest="time", type=int, metavar="SECONDS",
+                   help="seconds to wait before killing the container (default: its StopTimeout, 10)")
+    p.add_argument("containers", metavar="CONTAINER", nargs="+")
+    p.set_defaults(func=cmd_restart)
+
+    p = commands.add_parser("kill", help="Kill one or more running containers")
+    p.add_argument("-s", "--signal", default="KILL", metavar="SIGNAL",
+                   help="signal to send to the container (default KILL)")
+    p.add_argument("containers", metavar="CONTAINER", nargs="+")
+    p.set_defaults(func=cmd_kill)
+
+    p = commands.add_parser("wait", help="Block until one or more containers stop, then print their exit codes")
+    p.add_argument("containers", metavar="CONTAINER", nargs="+")
+    p.set_defaults(func=cmd_wait)
+
+    p = commands.add_parser("rename", help="Rename a container")
+    p.add_argument("container", metavar="CONTAINER")
+    p.add_argument("new_name", metavar="NEW_NAME")
+    p.set_defaults(func=cmd_rename)
+
+    p = commands.add_parser("attach", help="Attach local standard input, output, and error streams "
+                                           "to a running container")
+    p.add_argument("--no-stdin", action="store_true", help="do not attach STDIN")
+    p.add_argument("--detach-keys", metavar="KEYS", help="key sequence for detaching (default ctrl-p,ctrl-q)")
+    p.add_argument("--sig-proxy", type=lambda t: t.lower() not in ("false", "0"), default=True,
+                   metavar="BOOL", help="proxy received signals to the process (default true)")
+    p.add_argument("container", metavar="CONTAINER")
+    p.set_defaults(func=cmd_attach)
+
+    p = commands.add_parser("logs", help="Fetch the logs of a container")
+    p.add_argument("-f", "--follow", action="store_true", help="follow log output")
+    p.add_argument("-t", "--timestamps", action="store_true", help="show timestamps")
+    p.add_argument("-n", "--tail", default="all", metavar="N",
+                   help='number of lines to show from the end of the logs (default "all")')
+    p.add_argument("--since", metavar="TIME",
+                   help="show logs since a timestamp (2013-01-02T13:23:37Z) or relative time (42m)")
+    p.add_argument("--until", metavar="TIME",
+                   help="show logs before a timestamp (2013-01-02T13:23:37Z) or relative time (42m)")
+    p.add_argument("container", metavar="CONTAINER")
+    p.set_defaults(func=cmd_logs)
+
+    p = commands.add_parser("pause", help="Pause all processes within one or more containers")
+    p.add_argument("containers", metavar="CONTAINER", nargs="+")
+    p.set_defaults(func=cmd_pause)
+
+    p = commands.add_parser("unpause", help="Unpause all processes within one or more containers")
+    p.add_argument("containers", metavar="CONTAINER", nargs="+")
+    p.set_defaults(func=cmd_unpause)
+
+    p = commands.add_parser("events", help="Get real time events from the server")
+    p.add_argument("--since", metavar="TIME", help="show all events created since timestamp")
+    p.add_argument("--until", metavar="TIME", help="stream events until this timestamp")
+    p.add_argument("-f", "--filter", action="append", default=[], metavar="FILTER",
+                   help="filter output: container=, event=, image=, type=")
+    p.add_argument("--format", metavar="TEMPLATE", help="format the output with a Go template")
+    p.set_defaults(func=cmd_events)
+
+
+
+def register_hidden(commands) -> None:
+    """What a container's monitor runs (execv) after the container exited."""
+    p = commands.add_parser("_restart")
+    p.add_argument("container")
+    p.add_argument("--client", type=int, action="append", default=[])
+    p.set_defaults(func=cmd__restart)
+
+    p = commands.add_parser("_autoremove")
+    p.add_argument("container")
+    p.add_argument("--client", type=int, action="append", default=[])
+    p.set_defaults(func=cmd__autoremove)
+
 
 def on_pull(ref: str) -> None:
     sys.stderr.write(f"Unable to find image '{ref}' locally\n")
@@ -160,8 +252,10 @@ def _create(engine, args, command_name: str):
     if args.image is None:
         from . import UsageFailure
         raise UsageFailure(f'"{command_name}" requires at least 1 argument.', f"dockyard {command_name}")
-    return engine.containers.create(args.image, args.command or None, on_pull=on_pull,
-                                    **create_kwargs(args))
+    kwargs = create_kwargs(args)
+    if getattr(args, "detach", False) or command_name == "create":
+        kwargs["stdin_once"] = False  # docker: only an attached `run -i` closes stdin at its EOF
+    return engine.containers.create(args.image, args.command or None, on_pull=on_pull, **kwargs)
 
 
 def cmd_create(engine, args) -> int:
@@ -173,35 +267,231 @@ def cmd_create(engine, args) -> int:
 
 
 def cmd_run(engine, args) -> int:
-    if args.detach or args.interactive or args.tty or args.attach:
-        from ..errors import UsageError
-        raise UsageError("-d, -i, -t and -a need the container monitor, which is not built yet")
+    from ..errors import EngineError, SpawnError, UsageError
+    from ..runtime import attach, launcher
+
+    if args.detach and args.attach:
+        raise UsageError("Conflicting options: -a and -d")
     container = _create(engine, args, "run")
     try:
-        plan = container.plan()
+        plan = launcher.plan_for(container)
     except BaseException:
         container.remove(force=True)
         raise
     if args.explain:
         sys.stderr.write(plan.render() + "\n")
-        sys.stderr.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if args.detach:
+        try:
+            container.start(plan=plan)
+        except EngineError:
+            if args.rm:
+                container._remove_quietly()
+            raise
+        print(container.id)
+        return 0
 
-    # Without -i the container's stdin is /dev/null, as docker does.
-    stdin = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-    previous = {}
+    streams = set(args.attach) if args.attach else {"stdout", "stderr"} | ({"stdin"} if args.interactive else set())
+    stdin_fd = 0 if ("stdin" in streams and args.interactive) else None
+    tty_size = attach.terminal_size(0) or attach.terminal_size(1) if args.tty else None
+    detach_keys = attach.parse_detach_keys(args.detach_keys)
+    try:
+        started = launcher.start(container, plan=plan, attach=True, remover=args.rm, tty_size=tty_size)
+    except SpawnError:
+        if args.rm:
+            container._remove_quietly()
+        raise
+    return _relay(container, started.session, stdin_fd=stdin_fd, streams=streams, tty=args.tty,
+                  detach_keys=detach_keys, close_stdin_at_eof=True, sig_proxy=args.sig_proxy,
+                  remover=args.rm)
 
-    def forward(process):
-        for sig in PROXIED_SIGNALS:
-            previous[sig] = signal.signal(sig, lambda s, _frame: process.kill(s))
+
+def _relay(container, session, *, stdin_fd, streams, tty, detach_keys, close_stdin_at_eof,
+           sig_proxy, remover=False) -> int:
+    """Be the container's terminal until it exits (its code) or we detach (0)."""
+    from ..runtime import attach
 
     try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        return container.run((stdin, 1, 2), plan=plan, on_start=forward)
+        code = attach.relay(session, stdin_fd=stdin_fd,
+                            stdout_fd=1 if "stdout" in streams else None,
+                            stderr_fd=2 if "stderr" in streams else None,
+                            tty=tty, detach_keys=detach_keys, close_stdin_at_eof=close_stdin_at_eof,
+                            sig_proxy=sig_proxy)
+        if code is None:
+            if session.detached:
+                return 0  # the container runs on under its monitor
+            container.reload()  # the monitor vanished: the record says how it ended
+            return container.attrs["State"]["ExitCode"]
+        if remover:
+            container._remove_quietly(exited=True)
+        return code
     finally:
-        os.close(stdin)
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        session.close()
+
+
+def _each(engine, refs, action) -> int:
+    """Do ``action(container)`` for every reference, printing it as docker does."""
+    from ..errors import EngineError
+
+    status = 0
+    for ref in refs:
+        try:
+            action(engine.containers.get(ref))
+        except EngineError as e:
+            sys.stderr.write(f"dockyard: {e}\n")
+            status = e.exit_code
+            continue
+        print(ref, flush=True)
+    return status
+
+
+def cmd_start(engine, args) -> int:
+    from ..errors import UsageError
+    from ..runtime import attach, launcher
+
+    if not (args.attach or args.interactive):
+        return _each(engine, args.containers, lambda c: c.start())
+    if len(args.containers) > 1:
+        raise UsageError("you cannot start and attach multiple containers at once")
+    container = engine.containers.get(args.containers[0])
+    config = container.attrs["Config"]
+    container._check_startable()
+    container._clear_stopping()
+    tty = bool(config.get("Tty"))
+    remover = bool(container.attrs["HostConfig"].get("AutoRemove"))
+    started = launcher.start(container, attach=True, remover=remover,
+                             tty_size=attach.terminal_size(0) if tty else None)
+    streams = {"stdout", "stderr"} | ({"stdin"} if args.interactive else set())
+    return _relay(container, started.session,
+                  stdin_fd=0 if args.interactive and config.get("OpenStdin") else None,
+                  streams=streams, tty=tty, detach_keys=attach.parse_detach_keys(args.detach_keys),
+                  close_stdin_at_eof=bool(config.get("StdinOnce")), sig_proxy=True, remover=remover)
+
+
+def cmd_stop(engine, args) -> int:
+    return _each(engine, args.containers, lambda c: c.stop(args.time))
+
+
+def cmd_restart(engine, args) -> int:
+    return _each(engine, args.containers, lambda c: c.restart(args.time))
+
+
+def cmd_kill(engine, args) -> int:
+    from ..runtime.options import signal_number
+
+    sig = signal_number(args.signal)  # a bad signal fails before anything is killed
+    return _each(engine, args.containers, lambda c: c.kill(sig))
+
+
+def cmd_pause(engine, args) -> int:
+    return _each(engine, args.containers, lambda c: c.pause())
+
+
+def cmd_unpause(engine, args) -> int:
+    return _each(engine, args.containers, lambda c: c.unpause())
+
+
+def cmd_wait(engine, args) -> int:
+    from ..errors import EngineError
+
+    status = 0
+    for ref in args.containers:
+        try:
+            print(engine.containers.get(ref).wait()["StatusCode"], flush=True)
+        except EngineError as e:
+            sys.stderr.write(f"dockyard: {e}\n")
+            status = e.exit_code
+    return status
+
+
+def cmd_rename(engine, args) -> int:
+    engine.containers.get(args.container).rename(args.new_name)
+    return 0
+
+
+def cmd_attach(engine, args) -> int:
+    from ..errors import Conflict
+    from ..runtime import attach, events
+
+    container = engine.containers.get(args.container)
+    if container.status == "paused":
+        raise Conflict("You cannot attach to a paused container, unpause it first")
+    if not container.attrs["State"]["Running"] or container.status == "restarting":
+        raise Conflict("You cannot attach to a stopped container, start it first")
+    config = container.attrs["Config"]
+    tty = bool(config.get("Tty"))
+    session = attach.connect(container)
+    events.container_event(container, "attach")
+    stdin = not args.no_stdin and bool(config.get("OpenStdin"))
+    if tty:
+        size = attach.terminal_size(0)
+        if size:
+            session.resize(*size)
+    return _relay(container, session, stdin_fd=0 if stdin else None,
+                  streams={"stdout", "stderr"}, tty=tty,
+                  detach_keys=attach.parse_detach_keys(args.detach_keys),
+                  close_stdin_at_eof=bool(config.get("StdinOnce")), sig_proxy=args.sig_proxy)
+
+
+def cmd_logs(engine, args) -> int:
+    from ..errors import UsageError
+    from ..runtime import logs
+
+    container = engine.containers.get(args.container)
+    tail = args.tail
+    if tail != "all":
+        try:
+            tail = int(tail)
+        except ValueError:
+            raise UsageError(f'invalid value for "tail": {tail!r}') from None
+        if tail < 0:
+            tail = "all"
+    since_ns, until_ns = logs.parse_time_arg(args.since), logs.parse_time_arg(args.until)
+    out, err = sys.stdout.buffer, sys.stderr.buffer
+
+    def show(entry):
+        (out if entry[0] == "stdout" else err).write(logs.render(entry, args.timestamps))
+
+    for entry in logs.stream(container, tail=tail, since_ns=since_ns, until_ns=until_ns,
+                             follow=args.follow):
+        show(entry)
+        if args.follow:
+            out.flush()
+            err.flush()
+    out.flush()
+    err.flush()
+    return 0
+
+
+def cmd_events(engine, args) -> int:
+    import time
+
+    from ..runtime import events, logs
+
+    since_ns, until_ns = logs.parse_time_arg(args.since), logs.parse_time_arg(args.until)
+    if since_ns is None:
+        since_ns = time.time_ns()  # without --since: only what happens from now on
+    filters = events.parse_filters(args.filter)
+    render = None
+    if args.format:
+        from .template import render_one
+        render = lambda e: render_one(args.format, e)  # noqa: E731
+    follow = until_ns is None or until_ns > time.time_ns()  # docker follows until --until
+    for event in events.read(engine.layout, since_ns=since_ns, until_ns=until_ns, filters=filters,
+                             follow=follow):
+        print(render(event) if render else events.format_line(event), flush=True)
+    return 0
+
+
+def cmd__restart(engine, args) -> int:
+    from ..runtime import launcher
+    return launcher.restart_in_place(engine, args.container)
+
+
+def cmd__autoremove(engine, args) -> int:
+    from ..runtime import launcher
+    return launcher.autoremove(engine, args.container, args.client)
 
 
 def cmd_ps(engine, args) -> int:
@@ -212,18 +502,24 @@ def cmd_ps(engine, args) -> int:
     from .template import render
 
     filters = parse_filters(args.filter)
-    containers = engine.containers.list(all=args.all or shows_all(filters))
+    # -l is -n 1; both look at every state, newest first (docker's ps).
+    last = 1 if args.latest else args.last
+    containers = engine.containers.list(all=args.all or last > 0 or shows_all(filters))
     resolve_container = functools.cache(engine.containers.get)
     resolve_image = functools.cache(engine.images.get)
     containers = [c for c in containers
                   if match_container(c, filters, resolve_container=resolve_container,
                                      resolve_image=resolve_image)]
+    if last > 0:
+        containers = containers[:last]
     if args.quiet:
         for c in containers:
             print(c.id if args.no_trunc else c.short_id)
         return 0
     rows = [ContainerRow(c, no_trunc=args.no_trunc) for c in containers]
-    text = render(args.format, rows, CONTAINER_HEADERS, default=CONTAINER_FORMAT)
+    # -s adds docker's SIZE column to the default table (a --format says for itself).
+    default = CONTAINER_FORMAT + "\t{{.Size}}" if args.size else CONTAINER_FORMAT
+    text = render(args.format, rows, CONTAINER_HEADERS, default=default)
     if text:
         print(text)
     return 0

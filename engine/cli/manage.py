@@ -22,7 +22,13 @@ GROUPS = {
     "container": ("Manage containers", {
         "ls": ("container", "ps"), "rm": ("container", "rm"), "inspect": ("container", "inspect"),
         "run": ("container", "run"), "commit": ("container", "commit"), "diff": ("container", "diff"),
-        "export": ("archive", "export"),
+        "export": ("archive", "export"), "create": ("container", "create"),
+        "start": ("container", "start"), "stop": ("container", "stop"),
+        "restart": ("container", "restart"), "kill": ("container", "kill"),
+        "wait": ("container", "wait"), "rename": ("container", "rename"),
+        "attach": ("container", "attach"), "logs": ("container", "logs"),
+        "pause": ("container", "pause"), "unpause": ("container", "unpause"),
+        "exec": ("processes", "exec"), "top": ("processes", "top"), "stats": ("processes", "stats"), "update": ("processes", "update"),
     }),
     "system": ("Manage Dockyard", {
         "df": ("system", "df"), "check": ("system", "check"), "info": ("system", "info"),

@@ -1,23 +1,36 @@
-"""Containers: their records on disk, their states, and a foreground run.
+"""Containers: their records on disk, their states, and the truth about them.
 
 A container is a directory ``containers/<id>/`` holding ``container.json``
-(shaped like ``docker inspect``), its writable layer (``upper/``, ``work/``)
-and the mount point of its root (``rootfs/``).
+(shaped like ``docker inspect``), its writable layer (``upper/``, ``work/``),
+the mount point of its root (``rootfs/``) and, once it has run, what its
+monitor keeps: ``<id>-json.log`` (its output), ``attach.sock`` (while it
+runs), ``exit.json`` (how its last run ended), ``monitor.log``.
 
 State machine (``State.Status``)::
 
-    create()                 start: spawn, record PID        the process exits
-    --------> created  --------------------------> running --------------------> exited
-                 |                                                                  |
-                 +-------------------------- remove() ------------------------------+
-                                        (``rm -f`` kills a running one first)
+    create()           start()                     the process exits
+    --------> created ---------> running -----------------------------> exited
+                                 |  ^   ^                               |  |
+                         pause() |  |   | (restart policy, after a      |  |
+                                 v  |   |  back-off)                    |  |
+                            paused  |   +------ restarting <------------+  |
+                                    |                                      |
+                                    +------- start() again (same layer) ---+
 
-The process that runs a container in the foreground (``dockyard run`` without
-``-d``) is the one that records its start and exit. If that process is killed,
-nobody records the exit: the next command that reads the record notices that
-the PID is gone (or now belongs to another process, detected through its start
-time) and repairs the record to ``exited`` with code 255 and an explanation --
-state never claims "running" for a dead process.
+    remove() deletes a created or exited container (``rm -f`` kills a
+    running one first).
+
+Who writes what: the launcher (runtime/launcher.py) records a run's start
+(Status running, Pid, StartedAt, MonitorPid) from the monitor's own process;
+the monitor (``_native/monitor.c``) never edits container.json -- when the
+container exits it writes ``exit.json`` (ExitCode, FinishedAt, OOMKilled,
+and the StartedAt of the run it belongs to). Whoever reads the record next
+merges that in (:meth:`Container.refresh_state`), under the container's lock.
+If the monitor was killed (and the container with it, by PR_SET_PDEATHSIG),
+nobody writes exit.json: the next reader sees both processes gone (PIDs are
+checked with their start times: PIDs are reused) and records ``exited``
+with code 255 and an explanation. State never claims "running" for a dead
+process.
 """
 
 from __future__ import annotations
@@ -27,12 +40,12 @@ import os
 import shlex
 import signal
 import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
 
 from ..errors import Conflict, ContainerNotFound, EngineError, SpawnError, UsageError
 from ..jsonfile import read_json, write_json
 from . import names
-from .process import ContainerProcess
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -153,13 +166,17 @@ def merge_env(base: list[str], overrides) -> list[str]:
     return out
 
 
-def runtime_env(config: dict) -> list[str]:
-    """The environment the process gets: docker's PATH and HOSTNAME defaults,
-    the configured variables on top, and HOME when still unset (runc sets it
-    from the user's passwd entry; root's is /root)."""
-    env = merge_env([f"PATH={DEFAULT_PATH}", f"HOSTNAME={config['Hostname']}"], config["Env"])
+def runtime_env(config: dict, home: str = "/root") -> list[str]:
+    """The environment the process gets, built as dockerd's CreateDaemonEnvironment:
+    PATH and HOSTNAME, TERM=xterm when it has a terminal (``-t``), then the
+    configured variables on top; HOME last, when still unset, from the user's
+    passwd entry (runc does that; ``home`` comes from user.resolve_user)."""
+    base = [f"PATH={DEFAULT_PATH}", f"HOSTNAME={config['Hostname']}"]
+    if config.get("Tty"):
+        base.append("TERM=xterm")
+    env = merge_env(base, config["Env"])
     if not any(e.startswith("HOME=") for e in env):
-        env.append("HOME=/root")
+        env.append(f"HOME={home}")
     return env
 
 
@@ -223,88 +240,535 @@ class Container:
     def argv(self) -> list[str]:
         return [self.attrs["Path"], *self.attrs["Args"]]
 
-    def plan(self, *, die_with_parent: bool = True):
-        """The kernel steps that will start this container (see runtime/plan.py)."""
-        from .profile import container_plan
+    def plan(self, *, die_with_parent: bool = True, tty: bool = False):
+        """The kernel steps that will start this container (see runtime/plan.py).
+
+        ``--user`` is resolved here, from the image's own /etc/passwd and
+        /etc/group (runtime/user.py): an unknown name raises UserNotFound
+        (exit 125) and the container does not start. ``tty``: its stdin is
+        a terminal that becomes its controlling terminal.
+        """
+        from .profile import container_plan, own_capabilities
+        from .user import RootView, resolve_user
 
         image = self.image
         overlay = self._engine.snapshots.overlay(image, self.id)
-        config = self.attrs["Config"]
+        config, host_config = self.attrs["Config"], self.attrs["HostConfig"]
+        view = RootView.of(overlay)
+        user = resolve_user(view, config.get("User") or "")
         title = f"# plan for container {self.short_id} ({self.name}) from {config['Image'] or image.short_id}"
-        return container_plan(overlay, config["Hostname"], self.argv(), runtime_env(config),
-                              config["WorkingDir"] or "/", die_with_parent=die_with_parent,
-                              title=title)
+        return container_plan(overlay, self.argv(), runtime_env(config, home=user.home), config,
+                              host_config, user=user, view=view, available_caps=own_capabilities(),
+                              tty=tty, die_with_parent=die_with_parent, title=title)
 
-    def run(self, stdio=(-1, -1, -1), *, plan=None, on_start=None) -> int:
-        """Start the container and wait for it in this process; return its exit status.
+    # -- running in the foreground -----------------------------------------------
 
-        ``stdio`` are the fds to give the container as 0, 1, 2 (-1 keeps
-        ours). ``on_start(process)`` is called once the command runs (the CLI
-        uses it to forward signals). Raises SpawnError (and subclasses) when
-        the container could not start; the record then says why. A container
-        created with ``auto_remove`` (``--rm``) is deleted when it is done,
-        whichever way that happens.
+    def run(self, stdio=None, *, plan=None, on_start=None, output=None) -> int:
+        """Start the container, stay attached until it exits; return its exit status.
+
+        This is ``dockyard run`` without ``-d``. The container runs under its
+        monitor like any other (so its output is in its log too); we are an
+        attached client from the first byte. ``output(stream, data)`` gets
+        the output as it comes (stream 1 stdout, 2 stderr); or give
+        ``stdio=(stdin, stdout, stderr)`` file descriptors and the output is
+        written to the last two (-1: ours). The container's stdin is
+        /dev/null unless it was created with ``stdin_open`` (then use
+        :meth:`attach`, or ``dockyard run -i``). ``on_start(started)``
+        is called once the command runs: ``started.pid`` is its PID,
+        ``started.kill(sig)`` signals it. Raises SpawnError (and subclasses)
+        when the command could not start; the record then says why. A
+        container created with ``auto_remove`` (``--rm``) is deleted when it is
+        done, whichever way that happens. If *we* are killed meanwhile, the
+        container runs on under its monitor.
         """
-        try:
-            status = self._run(stdio, plan, on_start)
-        finally:
-            if self.attrs["HostConfig"].get("AutoRemove") and self.path.exists():
-                self.remove(force=True)
-        return status
+        from . import launcher
 
-    def _run(self, stdio, plan, on_start) -> int:
-        if self.status != "created":
-            raise Conflict(f"container {self.name} is {self.status}; only a created container can run")
-        plan = plan or self.plan()
-        process = ContainerProcess.start(plan, stdio)
+        if stdio is not None and output is None:
+            targets = {1: stdio[1] if stdio[1] >= 0 else 1, 2: stdio[2] if stdio[2] >= 0 else 2}
+
+            def output(stream, data):
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(targets[stream], view):]
+        auto_remove = bool(self.attrs["HostConfig"].get("AutoRemove"))
+        self._check_startable()
         try:
+            started = launcher.start(self, plan=plan, attach=True, remover=auto_remove)
+        except SpawnError:
+            if auto_remove:
+                self._remove_quietly()
+            raise
+        return self.follow(started, on_start=on_start, output=output)
+
+    def follow(self, started, *, on_start=None, output=None) -> int:
+        """Stream an attached start's output until the exit frame; the exit status."""
+        session = started.session
+        remover = bool(self.attrs["HostConfig"].get("AutoRemove"))
+        try:
+            if on_start is not None:
+                on_start(started)
+            for stream, data in session.frames():
+                if output is not None:
+                    output(stream, data)
+            code = session.exit_code
+            if remover:
+                # We are the remover (see runtime/launcher.py): remove, then hang up.
+                self._remove_quietly(exited=code is not None)
+            if code is None or not remover:
+                try:
+                    self.reload()  # merges exit.json, or repairs the record if the monitor died
+                except ContainerNotFound:
+                    return 255 if code is None else code  # removed meanwhile (rm -f)
+                code = self.attrs["State"]["ExitCode"] if code is None else code
+            return code
+        finally:
+            session.close()
+
+    # -- lifecycle: docker start / stop / restart / kill / pause / unpause / wait --
+
+    def start(self, *, plan=None) -> None:
+        """``docker start``: run the command under a new monitor, detached.
+
+        Works for created and exited containers (the writable layer is kept);
+        a running container is left alone, as docker does.
+        """
+        from . import launcher
+
+        self.reload()
+        if self.attrs["State"]["Running"] and self.status != "paused":
+            return
+        self._check_startable()
+        self._clear_stopping()
+        launcher.start(self, plan=plan)
+
+    def _check_startable(self) -> None:
+        if self.status == "paused":
+            raise Conflict("cannot start a paused container, try unpause instead")
+        if self.attrs["State"]["Running"]:
+            raise Conflict(f"container {self.name} is already running")
+
+    def stop(self, timeout: int | None = None) -> None:
+        """``docker stop``: the stop signal (Config.StopSignal, SIGTERM by default),
+        then SIGKILL after ``timeout`` seconds (Config.StopTimeout, 10 by default).
+
+        The file ``stopping`` is written first: the monitor reads it and does
+        not apply the restart policy after a user's stop.
+        """
+        from .options import signal_number
+
+        self.reload()
+        if not self.attrs["State"]["Running"]:
+            return
+        config = self.attrs["Config"]
+        if timeout is None:
+            timeout = config.get("StopTimeout")
+        timeout = 10 if timeout is None else int(timeout)
+        stop_signal = signal_number(config.get("StopSignal") or "SIGTERM")
+        self._mark_stopping()
+        signalled = None       # the StartedAt of the run we sent the stop signal to
+        killed = None
+        deadline = None
+        pause = 0.002
+        while True:
             state = self.attrs["State"]
-            state.update(Status="running", Running=True, Pid=process.pid, StartedAt=now(),
-                         ExitCode=0, Error="")
-            self.attrs.setdefault("Dockyard", {})["PidStartTime"] = process_start_time(process.pid)
-            self.save()
-            process.wait_started()
-        except SpawnError as e:
-            # As docker: a container whose command could not start stays
-            # "created", with the exit code and the reason in its State.
-            self.attrs["State"].update(Status="created", Running=False, Pid=0,
-                                       ExitCode=e.exit_code, Error=str(e))
-            self.save()
-            raise
-        except BaseException as e:
-            process.kill(signal.SIGKILL)
-            self._exited(process.wait(), f"{type(e).__name__}: {e}")
-            raise
-        finally:
-            process.close()
-        if on_start is not None:
-            on_start(process)
-        status = process.wait()
-        self._exited(status, "")
-        return status
+            if not state["Running"]:
+                break
+            run = state["StartedAt"]
+            if state["Status"] == "restarting":
+                self._signal_monitor(signal.SIGTERM)  # cancels the pending restart
+            elif signalled != run:
+                self._send(stop_signal)
+                signalled, deadline = run, time.monotonic() + max(timeout, 0)
+            elif killed != run and time.monotonic() >= deadline:
+                self._send(signal.SIGKILL)
+                killed, deadline = run, time.monotonic() + 10
+            elif killed == run and time.monotonic() >= deadline:
+                raise EngineError(f"container {self.name} did not stop after SIGKILL")
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+            try:
+                self.reload()
+            except ContainerNotFound:
+                break  # an --rm container removed itself
+        from . import events
+        events.container_event(self, "stop")
 
-    def _exited(self, code: int, error: str) -> None:
-        self.attrs["State"].update(Status="exited", Running=False, Pid=0, ExitCode=code,
-                                   Error=error, FinishedAt=now())
-        self.save()
+    def restart(self, timeout: int | None = None) -> None:
+        """``docker restart``: stop (as :meth:`stop`), then start."""
+        from . import events
+
+        self.stop(timeout)
+        self.start()
+        events.container_event(self, "restart")
+
+    def kill(self, signal=None) -> None:  # noqa: A002 -- docker-py's argument name
+        """``docker kill [-s SIG]``: send a signal (SIGKILL by default).
+
+        As docker does, SIGKILL or the container's stop signal also cancels
+        its restart policy for this exit, and unfreezes a paused container
+        so it can die.
+        """
+        from .options import signal_number
+
+        sig = signal_number(signal if signal is not None else "SIGKILL")
+        self.reload()
+        if not self.attrs["State"]["Running"] or self.status == "restarting":
+            raise Conflict(f"Cannot kill container: {self.name}: Container {self.id} is not running")
+        stop_signal = signal_number(self.attrs["Config"].get("StopSignal") or "SIGTERM")
+        if sig in (9, stop_signal):
+            self._mark_stopping()
+        self._send(sig)
+
+    def _send(self, sig: int) -> None:
+        """Signal the container's process (checked against its start time: PIDs are reused)."""
+        from . import events
+
+        state = self.attrs["State"]
+        pid = state.get("Pid") or 0
+        if not pid or process_start_time(pid) != (self.attrs.get("Dockyard") or {}).get("PidStartTime"):
+            return  # already gone: the monitor is recording its exit
+        events.container_event(self, "kill", signal=sig)
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        stop_signal = self.attrs["Config"].get("StopSignal") or "SIGTERM"
+        from .options import signal_number
+        if state.get("Paused") and sig in (9, signal_number(stop_signal)):
+            cgroup = self._cgroup()
+            if cgroup is not None:
+                cgroup.thaw()  # a frozen process gets its signal only when it runs
+
+    def _signal_monitor(self, sig: int) -> None:
+        extra = self.attrs.get("Dockyard") or {}
+        pid = extra.get("MonitorPid") or 0
+        if pid and process_start_time(pid) == extra.get("MonitorStartTime"):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def _mark_stopping(self) -> None:
+        try:
+            (self.path / "stopping").touch()
+        except FileNotFoundError:
+            pass
+
+    def _clear_stopping(self) -> None:
+        try:
+            os.unlink(self.path / "stopping")
+        except FileNotFoundError:
+            pass
+
+    def pause(self) -> None:
+        """``docker pause``: freeze every process of the container (cgroup freezer)."""
+        from . import events
+
+        self.reload()
+        if not self.attrs["State"]["Running"] or self.status == "restarting":
+            raise Conflict(f"Container {self.id} is not running")
+        if self.status == "paused":
+            raise Conflict(f"Container {self.id} is already paused")
+        cgroup = self._cgroup()
+        if cgroup is None:
+            raise EngineError("pause needs cgroups, which this host does not have")
+        cgroup.freeze()
+        self.update_record(lambda a: a["State"].update(Status="paused", Paused=True))
+        events.container_event(self, "pause")
+
+    def unpause(self) -> None:
+        """``docker unpause``: let the processes run again."""
+        from . import events
+
+        self.reload()
+        if self.status != "paused":
+            raise Conflict(f"Container {self.id} is not paused")
+        self._cgroup().thaw()
+        self.update_record(lambda a: a["State"].update(Status="running", Paused=False))
+        events.container_event(self, "unpause")
+
+    def wait(self, timeout: float | None = None, condition: str = "not-running") -> dict:
+        """``docker wait``: block until the container stops; ``{"StatusCode": n, "Error": None}``.
+
+        A container that will be restarted counts as stopped (its exit is
+        what one waits for, as with docker). Raises TimeoutError after
+        ``timeout`` seconds.
+        """
+        self.reload()
+        first_run = self.attrs["State"]["StartedAt"]
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = 0.002
+        while True:
+            state = self.attrs["State"]
+            if not state["Running"] or state["Status"] == "restarting" or state["StartedAt"] != first_run:
+                code = state["ExitCode"]
+                error = state.get("Error") or None
+                return {"StatusCode": code, "Error": {"Message": error} if error else None}
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"container {self.name} still running after {timeout} s")
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+            try:
+                self.reload()
+            except ContainerNotFound:
+                return {"StatusCode": state["ExitCode"], "Error": None}
+
+    # -- output, input, names ----------------------------------------------------
+
+    def logs(self, stdout: bool = True, stderr: bool = True, stream: bool = False,
+             timestamps: bool = False, tail="all", since=None, until=None, follow=None):
+        """``docker logs``, as docker-py's ``container.logs()``: bytes, or with
+        ``stream=True`` a generator of chunks (following new output until
+        the container stops unless ``follow=False``)."""
+        from . import logs
+
+        since_ns, until_ns = logs.parse_time_arg(since), logs.parse_time_arg(until)
+        follow = stream if follow is None else follow
+        entries = logs.stream(self, stdout=stdout, stderr=stderr, tail=tail, since_ns=since_ns,
+                              until_ns=until_ns, follow=follow)
+        chunks = (logs.render(entry, timestamps) for entry in entries)
+        return chunks if stream else b"".join(chunks)
+
+    def attach(self, stdout: bool = True, stderr: bool = True, stream: bool = False):
+        """docker-py's ``container.attach()``: the output from now on until the
+        container exits -- as bytes, or with ``stream=True`` a generator."""
+        from . import attach, events
+
+        session = attach.connect(self)
+        events.container_event(self, "attach")
+        wanted = {attach.STDOUT} if stdout else set()
+        if stderr:
+            wanted.add(attach.STDERR)
+
+        def chunks():
+            with session:
+                for s, data in session.frames():
+                    if s in wanted:
+                        yield data
+        return chunks() if stream else b"".join(chunks())
+
+    # -- processes inside: exec, top, stats, update ----------------------------------
+
+    def exec_run(self, cmd, **kwargs):
+        """docker-py's ``container.exec_run()``: run ``cmd`` inside this running
+        container (its namespaces and cgroup); returns ``ExecResult(exit_code,
+        output)``. Keywords as :func:`engine.runtime.exec.exec_run`."""
+        from . import exec as exec_
+
+        return exec_.exec_run(self._engine, self, cmd, **kwargs)
+
+    def top(self, ps_args=None) -> dict:
+        """``docker top``: ``{"Titles": [...], "Processes": [[...], ...]}``."""
+        from . import stats
+
+        return stats.top(self, ps_args)
+
+    def stats(self, stream: bool = True, decode: bool = False, interval: float = 1.0):
+        """docker-py's ``container.stats()``: frames of the Docker API's shape
+        (JSON bytes, or dicts with ``decode=True``); one dict without ``stream``."""
+        from . import stats
+
+        return stats.stats(self._engine, self, stream=stream, decode=decode, interval=interval)
+
+    def update(self, **kwargs) -> dict:
+        """``docker update``: change limits (``mem_limit``, ``cpus``,
+        ``cpu_shares``, ``pids_limit``, ``restart_policy``...) of this
+        container, live if it runs. See :func:`engine.runtime.stats.update`."""
+        from . import stats
+
+        return stats.update(self._engine, self, **kwargs)
+
+    def rename(self, name: str) -> None:
+        """``docker rename``: claim the new name, then release the old one."""
+        self._engine.containers.rename(self, name)
+
+    # -- the record ----------------------------------------------------------------
+
+    @contextmanager
+    def locked(self):
+        """Hold this container's lock (flock(2) on ``containers/<id>/lock``).
+
+        Every read-modify-write of container.json takes it: the start of a
+        run (by the launcher, in the monitor's process) and the merge of an
+        exit (by whoever notices it first) must not overwrite each other.
+        """
+        import fcntl
+
+        try:
+            fd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except FileNotFoundError:
+            raise ContainerNotFound(f"No such container: {self.id}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def update_record(self, change) -> None:
+        """Re-read container.json, apply ``change(attrs)``, write it -- under the lock."""
+        with self.locked():
+            try:
+                self.attrs = read_json(self.path / "container.json")
+            except FileNotFoundError:
+                raise ContainerNotFound(f"No such container: {self.id}") from None
+            change(self.attrs)
+            self.save()
+
+    def record_start(self, pid: int, started_at: str, restart_count: int | None = None) -> None:
+        """The launcher: the command is about to run as ``pid`` under this monitor."""
+        from .logs import log_path
+
+        def change(attrs):
+            try:
+                os.unlink(self.path / "exit.json")  # the previous run's
+            except FileNotFoundError:
+                pass
+            attrs["State"].update(Status="running", Running=True, Paused=False, Restarting=False,
+                                  OOMKilled=False, Dead=False, Pid=pid, ExitCode=0, Error="",
+                                  StartedAt=started_at)
+            extra = attrs.setdefault("Dockyard", {})
+            extra.update(PidStartTime=process_start_time(pid), MonitorPid=os.getpid(),
+                         MonitorStartTime=process_start_time(os.getpid()))
+            attrs["LogPath"] = str(log_path(self))
+            if restart_count is not None:
+                attrs["RestartCount"] = restart_count
+        self.update_record(change)
+
+    def record_spawn_failure(self, error: SpawnError) -> None:
+        """As docker: a container whose command could not start stays "created"
+        (or "exited" after a run), with the exit code and the reason."""
+        def change(attrs):
+            state = attrs["State"]
+            ran = state.get("FinishedAt", ZERO_TIME) != ZERO_TIME
+            state.update(Status="exited" if ran else "created", Running=False, Restarting=False,
+                         Pid=0, ExitCode=error.exit_code, Error=str(error))
+        self.update_record(change)
+
+    def record_exit(self, code: int, error: str) -> None:
+        def change(attrs):
+            attrs["State"].update(Status="exited", Running=False, Paused=False, Restarting=False,
+                                  Pid=0, ExitCode=code, Error=error, FinishedAt=now())
+        self.update_record(change)
+
+    def record_restart_cancelled(self) -> None:
+        """A stop during the restart back-off: the container stays exited."""
+        self.update_record(lambda a: a["State"].update(Status="exited", Running=False,
+                                                       Restarting=False, Pid=0))
+
+    def save_restart_delay(self, delay_ms: int) -> None:
+        self.update_record(lambda a: a.setdefault("Dockyard", {}).update(RestartDelayMs=delay_ms))
+
+    def _cgroup(self):
+        from .launcher import cgroup_of
+        return cgroup_of(self)
+
+    def _remove_cgroup(self) -> None:
+        cgroup = self._cgroup()
+        if cgroup is not None:
+            try:
+                cgroup.remove()
+            except OSError:
+                pass  # still busy: the next command tries again
+
+    def _remove_quietly(self, exited: bool = False) -> None:
+        """Remove, whatever the state. ``exited``: we know it has exited (we got its
+        exit frame), so there is no state to bring up to date first."""
+        try:
+            self._engine.containers._store.remove(self, force=True, exited=exited)
+        except ContainerNotFound:
+            pass
 
     # -- truthful state --------------------------------------------------------
 
     def refresh_state(self) -> None:
-        """Repair a 'running' record whose process is gone (see module docstring)."""
+        """Make a "running" record tell the truth; see the module docstring.
+
+        - its monitor wrote exit.json for this run: merge it (exited, or
+          restarting when the restart policy applies);
+        - its process lives: running, or paused if its cgroup is frozen;
+        - its process is gone and its monitor still lives: wait a moment for
+          exit.json (the monitor is reading the last output);
+        - both are gone: exited with 255 and an Error saying the monitor died.
+        """
         state = self.attrs["State"]
         if not state.get("Running"):
             return
-        pid = state.get("Pid") or 0
-        expected = (self.attrs.get("Dockyard") or {}).get("PidStartTime")
-        actual = process_start_time(pid) if pid else None
-        if actual is None or (expected is not None and actual != expected):
-            state.update(Status="exited", Running=False, Pid=0, ExitCode=255,
-                         Error="the process that ran this container exited without recording "
-                               "its status (was dockyard killed?)",
-                         FinishedAt=state.get("FinishedAt") if state.get("FinishedAt", ZERO_TIME)
-                         != ZERO_TIME else now())
-            self.save()
+        if self._merge_exit():
+            return
+        extra = self.attrs.get("Dockyard") or {}
+        if state["Status"] != "restarting":
+            pid = state.get("Pid") or 0
+            alive = pid and process_start_time(pid) is not None and \
+                process_start_time(pid) == extra.get("PidStartTime")
+            if alive:
+                cgroup = self._cgroup()
+                paused = cgroup is not None and cgroup.frozen()
+                state.update(Status="paused" if paused else "running", Paused=paused)
+                return
+        deadline = time.monotonic() + 3
+        while self._monitor_alive():
+            if state["Status"] == "restarting":
+                return  # the monitor waits before restarting it
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.005)
+            if self._merge_exit():
+                return
+        if self._merge_exit():
+            return
+
+        def repair(attrs):
+            st = attrs["State"]
+            if not st["Running"] or st["StartedAt"] != state["StartedAt"]:
+                return  # someone else recorded it meanwhile
+            monitor = (attrs.get("Dockyard") or {}).get("MonitorPid")
+            st.update(Status="exited", Running=False, Paused=False, Restarting=False, Pid=0,
+                      Error="" if st["Status"] == "restarting" else
+                      f"the container's monitor (pid {monitor}) died without recording its exit "
+                      "(was it killed?); the container was killed with it",
+                      ExitCode=st["ExitCode"] if st["Status"] == "restarting" else 255,
+                      FinishedAt=st["FinishedAt"] if st["Status"] == "restarting" else now())
+        try:
+            self.update_record(repair)
+        except ContainerNotFound:
+            return
+        try:
+            os.unlink(self.path / "attach.sock")  # nobody listens on it any more
+        except FileNotFoundError:
+            pass
+        self._remove_cgroup()
+
+    def _monitor_alive(self) -> bool:
+        extra = self.attrs.get("Dockyard") or {}
+        pid = extra.get("MonitorPid") or 0
+        return bool(pid) and process_start_time(pid) is not None and \
+            process_start_time(pid) == extra.get("MonitorStartTime")
+
+    def _merge_exit(self) -> bool:
+        """Merge the monitor's exit.json into the record if it is this run's."""
+        try:
+            info = read_json(self.path / "exit.json")
+        except (FileNotFoundError, NotADirectoryError, ValueError):
+            return False
+        state = self.attrs["State"]
+        if info.get("StartedAt") != state.get("StartedAt") or state["Status"] == "restarting":
+            return False
+        restarting = bool(info.get("Restarting"))
+
+        def merge(attrs):
+            st = attrs["State"]
+            if not st["Running"] or st["StartedAt"] != info["StartedAt"] or st["Status"] == "restarting":
+                return
+            st.update(Status="restarting" if restarting else "exited", Running=restarting,
+                      Restarting=restarting, Paused=False, Pid=0, ExitCode=info["ExitCode"],
+                      FinishedAt=info["FinishedAt"], OOMKilled=bool(info.get("OOMKilled")), Error="")
+        try:
+            self.update_record(merge)
+        except ContainerNotFound:
+            return True
+        if not restarting:
+            self._remove_cgroup()
+        return True
 
     def remove(self, force: bool = False) -> None:
         """Delete the container and its writable layer (``docker rm [-f]``)."""
@@ -407,11 +871,13 @@ class ContainerStore:
             }
             container = Container(self._engine, attrs)
             container.save()
-            return container
         except BaseException:
             self._release_name(name, container_id)
             self._engine.snapshots.remove(container_id)
             raise
+        from . import events
+        events.container_event(container, "create")
+        return container
 
     # Names are files created with O_EXCL: two processes can never both get one.
     def _reserve_name(self, name: str | None, container_id: str) -> str:
@@ -502,22 +968,58 @@ class ContainerStore:
         out.sort(key=lambda c: c.attrs["Created"], reverse=True)
         return out
 
-    # -- removal ------------------------------------------------------------------
+    # -- renaming and removal ------------------------------------------------------
 
-    def remove(self, container: Container, force: bool = False) -> None:
+    def rename(self, container: Container, new_name: str) -> None:
+        """``docker rename``: claim the new name (O_EXCL), update the record, release the old."""
+        from . import attach, events
+
+        if not new_name:
+            raise UsageError("Neither old nor new names may be empty")
+        new = names.validate(new_name[1:] if new_name.startswith("/") else new_name)
+        old = container.name
+        if new == old:
+            raise UsageError("Renaming a container with the same name as its current name")
+        if not self._claim(new, container.id):
+            owner = self._name_owner(new)
+            raise Conflict(f'Error when allocating new name: Conflict. The container name "/{new}" is '
+                           f'already in use by container "{owner}". You have to remove (or rename) that '
+                           "container to be able to reuse that name.")
+        try:
+            container.update_record(lambda attrs: attrs.update(Name="/" + new))
+        except BaseException:
+            self._release_name(new, container.id)
+            raise
+        self._release_name(old, container.id)
+        if container.attrs["State"]["Running"]:
+            try:
+                with attach.connect(container) as session:
+                    session.rename(new)  # its die event will carry the new name
+            except Conflict:
+                pass
+        events.container_event(container, "rename", oldName="/" + old)
+
+    def remove(self, container: Container, force: bool = False, *, exited: bool = False) -> None:
         """Delete a container. A running one needs ``force`` and is SIGKILLed first.
 
         The directory is first renamed to ``containers/.removing-<id>`` (atomic),
         so a crash half-way leaves no half-deleted container that ``ps`` would
-        show; leftovers are finished off by the next removal.
+        show; leftovers are finished off by the next removal. The cgroup goes
+        too, and a ``destroy`` event is recorded.
         """
-        container.refresh_state()
+        from . import events
+
+        if not exited:
+            container.refresh_state()
         state = container.attrs["State"]
-        if state["Running"]:
+        if state["Running"] and not exited:
             if not force:
                 raise Conflict(f'cannot remove container "/{container.name}": container is running: '
                                "stop the container before removing or force remove")
-            self._kill_and_wait(state["Pid"], (container.attrs.get("Dockyard") or {}).get("PidStartTime"))
+            try:
+                self._kill_and_wait(container)
+            except ContainerNotFound:
+                pass  # it removed itself (--rm) meanwhile
         base = self.layout.container(container.id)
         doomed = self.layout.containers / f".removing-{container.id}"
         try:
@@ -529,24 +1031,29 @@ class ContainerStore:
             return
         self._release_name(container.name, container.id)
         self._engine.snapshots.remove_path(doomed)
+        container._remove_cgroup()
+        events.container_event(container, "destroy")
         self._sweep()
 
-    def _kill_and_wait(self, pid: int, start_time, timeout: float = 10.0) -> None:
-        if not pid or process_start_time(pid) != start_time:
-            return
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            return
+    def _kill_and_wait(self, container: Container, timeout: float = 10.0) -> None:
+        """SIGKILL a running container (no restart: the ``stopping`` mark) and
+        wait until its exit is recorded."""
+        container._mark_stopping()
         deadline = time.monotonic() + timeout
-        while process_start_time(pid) == start_time:
-            try:
-                os.waitpid(pid, os.WNOHANG)  # reap it if it is our child
-            except ChildProcessError:
-                pass
+        killed = None
+        pause = 0.002
+        while container.attrs["State"]["Running"]:
+            state = container.attrs["State"]
+            if state["Status"] == "restarting":
+                container._signal_monitor(signal.SIGTERM)
+            elif killed != state["StartedAt"]:
+                container._send(signal.SIGKILL)
+                killed = state["StartedAt"]
             if time.monotonic() > deadline:
-                raise EngineError(f"process {pid} did not die after SIGKILL")
-            time.sleep(0.005)
+                raise EngineError(f"container {container.name} did not die after SIGKILL")
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+            container.reload()
 
     def _sweep(self) -> None:
         """Finish removals that an earlier, interrupted process started."""

@@ -115,6 +115,26 @@ def test_ps_columns_and_states(cli):
     assert cli("ps", "-aq").stdout == ""
 
 
+def test_ps_last_latest_and_size(cli):
+    for name in ("one", "two", "three"):
+        cli("create", "--name", name, "busybox", "sh", "-c", "echo hi > /grown")
+    cli("start", "-a", "two")
+    names = lambda *flags: [line.split()[-1] for line in cli("ps", *flags).stdout.splitlines()[1:]]
+    assert names() == []                         # none runs
+    assert names("-n", "2") == ["three", "two"]  # -n looks at every state, newest first
+    assert names("-l") == ["three"]
+    assert cli("ps", "-lq").stdout.strip() == cli("inspect", "-f", "{{.Id}}", "three").stdout.strip()[:12]
+    lines = cli("ps", "-a", "-s").stdout.splitlines()
+    assert lines[0].split()[-1] == "SIZE"
+    sizes = dict(re.search(r"(\S+) +(\S+ \(virtual \S+\))$", line).groups() for line in lines[1:])
+    # "two" wrote 3 bytes into its writable layer; the others nothing.
+    assert re.fullmatch(r"3B \(virtual [0-9.]+[kM]B\)", sizes["two"])
+    assert re.fullmatch(r"0B \(virtual [0-9.]+[kM]B\)", sizes["one"])
+    r = cli("ps", "-n", "x")
+    assert r.returncode == 125 and "invalid int value" in r.stderr
+    cli("rm", "one", "two", "three")
+
+
 def test_long_commands_are_truncated_like_docker(cli):
     cli("run", "--name", "long", "busybox", "sh", "-c", "echo a long command line here")
     line = cli("ps", "-a").stdout.splitlines()[1]

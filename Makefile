@@ -58,6 +58,9 @@ build: $(VENV)/.stamp-build
 $(VENV)/.stamp-build: $(VENV)/.stamp-venv $(NATIVE_SOURCES)
 	$(PY) -m pip install -q --no-build-isolation --no-deps -e .
 	$(PY) -c "import engine._native.spawn, engine._native.layers"
+	@# Byte-compile now: the CLI starts ~50 ms faster with .pyc files, even
+	@# where PYTHONDONTWRITEBYTECODE keeps Python from writing them itself.
+	$(PY) -m compileall -q engine >/dev/null
 	@touch $@
 
 base: build

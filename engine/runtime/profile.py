@@ -255,10 +255,9 @@ def container_plan(overlay, argv: list[str], env: list[str], config: dict, host_
     plan.aliases = [("ROOT", root), ("CTR", container_dir), ("LAYERS", snapshots)]
     caps = container_capabilities(hc, available_caps)  # refuse impossible requests before anything
 
-    # 1. Tie the child to the engine.
+    # 1. Tie the child to the engine (it waits for the engine's go at the end, step 13).
     if die_with_parent:
         plan.add(DieWithParent(), "a foreground container must not outlive dockyard")
-    plan.add(WaitForEngine(), "wait until the engine has recorded the container's PID")
 
     # 2. The root file system and the kernel's file systems.
     plan.add(Mount(None, "/", None, MS_REC | MS_PRIVATE),
@@ -343,6 +342,11 @@ def container_plan(overlay, argv: list[str], env: list[str], config: dict, host_
     plan.add(SetCapabilities(caps if user.uid == 0 else ()),
              "root's capabilities narrowed to the container's set" if user.uid == 0 else
              "a non-root user keeps no capabilities, as in docker")
+    # 13. Only now wait for the engine: the setup above runs while the engine
+    # puts us in our cgroup and records our PID, and nothing of the command
+    # runs before both are done.
+    plan.add(WaitForEngine(), "wait until the engine has put the container in its cgroup "
+             "and recorded its PID")
     if tty:
         plan.add(SetsidCtty(), "-t: the pty becomes the controlling terminal of a new session")
 

@@ -146,8 +146,8 @@ def test_native_op_codes_match_the_plan():
 def test_steps_come_in_the_documented_order(tmp_path, built_init):
     plan = full_plan(tmp_path)
     kinds = [type(s).__name__ for s in plan.steps]
-    order = ["WaitForEngine", "PivotRoot", "SetHostname", "LoopbackUp", "ChangeDir", "SetRlimit",
-             "DropBoundingSet", "SetUser", "SetCapabilities", "SetsidCtty"]
+    order = ["PivotRoot", "SetHostname", "LoopbackUp", "ChangeDir", "SetRlimit",
+             "DropBoundingSet", "SetUser", "SetCapabilities", "WaitForEngine", "SetsidCtty"]
     assert [kinds.index(k) for k in order] == sorted(kinds.index(k) for k in order)
     assert kinds[-1] == "SetsidCtty", "the controlling terminal comes right before exec"
     pivot = index_of(plan, P.PivotRoot)

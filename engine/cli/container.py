@@ -139,8 +139,8 @@ def register(commands) -> None:
     p.add_argument("-c", "--change", action="append", default=[], metavar="INSTRUCTION",
                    help="apply a Dockerfile instruction to the image (CMD, ENTRYPOINT, ENV, ...)")
     p.add_argument("-m", "--message", default="", help="commit message")
-    p.add_argument("-p", "--pause", action="store_true", default=True,
-                   help="pause the container during commit (accepted; pausing arrives with cgroups)")
+    p.add_argument("-p", "--pause", nargs="?", const=True, default=True, type=_boolean, metavar="BOOL",
+                   help="pause the container during commit (default true; --pause=false to not)")
     p.add_argument("container", metavar="CONTAINER")
     p.add_argument("repository", metavar="REPOSITORY[:TAG]", nargs="?")
     p.set_defaults(func=cmd_commit)
@@ -574,10 +574,20 @@ def cmd_inspect(engine, args) -> int:
     return status
 
 
+def _boolean(text: str) -> bool:
+    """Go's strconv.ParseBool, which docker's boolean flags use (--pause=false)."""
+    value = text.lower()
+    if value in ("1", "t", "true"):
+        return True
+    if value in ("0", "f", "false"):
+        return False
+    raise argparse.ArgumentTypeError(f"invalid boolean value: {text!r}")
+
+
 def cmd_commit(engine, args) -> int:
     container = engine.containers.get(args.container)
     image = container.commit(args.repository, message=args.message, author=args.author,
-                             changes=args.change)
+                             changes=args.change, pause=args.pause)
     print(image.id)
     return 0
 

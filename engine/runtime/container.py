@@ -795,11 +795,24 @@ class Container:
         return [{"Path": path, "Kind": kinds[kind]} for kind, path in changes(self._engine, self)]
 
     def commit(self, repository: str | None = None, tag: str | None = None, *, message: str = "",
-               author: str = "", changes: list[str] | None = None):
-        """``docker commit``: keep this container's changes as a new image (runtime/commit.py)."""
+               author: str = "", changes: list[str] | None = None, pause: bool = True):
+        """``docker commit``: keep this container's changes as a new image (runtime/commit.py).
+
+        A running container is paused meanwhile (``pause=True``, docker's
+        default), so that the layer is read while nothing writes to it; a
+        container that was paused already stays paused."""
         from .commit import commit
         name = repository if (repository is None or tag is None) else f"{repository}:{tag}"
-        return commit(self._engine, self, name, message=message, author=author, changes=changes)
+        self.reload()
+        freeze = pause and self.attrs["State"]["Running"] and not self.attrs["State"]["Paused"] \
+            and self._cgroup() is not None
+        if freeze:
+            self._cgroup().freeze()
+        try:
+            return commit(self._engine, self, name, message=message, author=author, changes=changes)
+        finally:
+            if freeze:
+                self._cgroup().thaw()
 
 
 class ContainerStore:

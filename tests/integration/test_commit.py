@@ -132,3 +132,37 @@ def test_concurrent_commits(engine, cli):
     r = cli("system", "check")
     assert r.returncode == 0 and "0 problem(s)" in r.stdout
     assert os.listdir(engine.layout.ingest) == []
+
+
+def test_commit_pauses_a_running_container_meanwhile(engine, cli, monkeypatch):
+    """docker commit --pause (the default) freezes the container while its
+    layer is read, and thaws it afterwards; --pause=false leaves it running."""
+    from engine.runtime import commit as commit_module
+
+    c = engine.containers.run("busybox", ["sh", "-c", "echo v1 > /v; exec sleep 600"],
+                              detach=True, name="live")
+    try:
+        seen = []
+        real = commit_module.commit
+
+        def spying(engine_, container, *a, **kw):
+            seen.append(container._cgroup().frozen())
+            return real(engine_, container, *a, **kw)
+
+        monkeypatch.setattr(commit_module, "commit", spying)
+        c.commit("live-img", "1")
+        c.commit("live-img", "2", pause=False)
+        assert seen == [True, False]
+        c.reload()
+        assert c.status == "running" and not c._cgroup().frozen()
+        c.pause()
+        c.commit("live-img", "3")
+        c.reload()
+        assert c.status == "paused", "a paused container stays paused"
+        c.unpause()
+        assert cli("commit", "--pause=false", "live", "live-img:4").returncode == 0
+        r = cli("commit", "--pause=maybe", "live", "live-img:5")
+        assert r.returncode == 125 and "invalid boolean value" in r.stderr
+        assert engine.containers.run("live-img:4", ["cat", "/v"], remove=True) == b"v1\n"
+    finally:
+        c.remove(force=True)

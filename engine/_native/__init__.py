@@ -55,4 +55,16 @@ def status() -> dict[str, str]:
             out[name] = "python twin (DOCKYARD_PURE=1)"
         else:
             out[name] = "python twin (compiled module not built)"
+    # The static programs beside the extensions: the container monitor, --init.
+    here = os.path.dirname(os.path.abspath(__file__))
+    for program in ("monitor", "init"):
+        built = os.access(os.path.join(here, f"dockyard-{program}"), os.X_OK)
+        if program == "monitor" and os.environ.get("DOCKYARD_MONITOR") == "python":
+            out[program] = "python twin (DOCKYARD_MONITOR=python)"
+        elif built and (program == "init" or not pure()):
+            out[program] = "compiled"
+        elif built:
+            out[program] = "python twin (DOCKYARD_PURE=1)"
+        else:
+            out[program] = "not built" if program == "init" else "python twin (compiled program not built)"
     return out

@@ -261,7 +261,8 @@ def _create(engine, args, command_name: str):
 def cmd_create(engine, args) -> int:
     container = _create(engine, args, "create")
     if args.explain:
-        sys.stderr.write(container.plan().render() + "\n")
+        from ..runtime import launcher
+        sys.stderr.write(launcher.explain(container, container.plan()) + "\n")
     print(container.id)
     return 0
 
@@ -279,7 +280,7 @@ def cmd_run(engine, args) -> int:
         container.remove(force=True)
         raise
     if args.explain:
-        sys.stderr.write(plan.render() + "\n")
+        sys.stderr.write(launcher.explain(container, plan) + "\n")
     sys.stdout.flush()
     sys.stderr.flush()
     if args.detach:
@@ -474,9 +475,12 @@ def cmd_events(engine, args) -> int:
         since_ns = time.time_ns()  # without --since: only what happens from now on
     filters = events.parse_filters(args.filter)
     render = None
-    if args.format:
+    if (args.format or "").strip() in ("json", "{{json .}}"):
+        import json
+        render = lambda e: json.dumps(e, separators=(",", ":"))  # noqa: E731 -- the API's JSON
+    elif args.format:
         from .template import render_one
-        render = lambda e: render_one(args.format, e)  # noqa: E731
+        render = lambda e: render_one(args.format, events.template_fields(e))  # noqa: E731
     follow = until_ns is None or until_ns > time.time_ns()  # docker follows until --until
     for event in events.read(engine.layout, since_ns=since_ns, until_ns=until_ns, filters=filters,
                              follow=follow):

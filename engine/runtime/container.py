@@ -36,6 +36,7 @@ process.
 from __future__ import annotations
 
 import errno
+import math
 import os
 import shlex
 import signal
@@ -349,7 +350,8 @@ class Container:
 
     def stop(self, timeout: int | None = None) -> None:
         """``docker stop``: the stop signal (Config.StopSignal, SIGTERM by default),
-        then SIGKILL after ``timeout`` seconds (Config.StopTimeout, 10 by default).
+        then SIGKILL after ``timeout`` seconds (Config.StopTimeout, 10 by default;
+        a negative timeout never sends SIGKILL, as ``docker stop -t -1``).
 
         The file ``stopping`` is written first: the monitor reads it and does
         not apply the restart policy after a user's stop.
@@ -378,7 +380,8 @@ class Container:
                 self._signal_monitor(signal.SIGTERM)  # cancels the pending restart
             elif signalled != run:
                 self._send(stop_signal)
-                signalled, deadline = run, time.monotonic() + max(timeout, 0)
+                # A negative timeout waits for as long as it takes (docker: -t -1).
+                signalled, deadline = run, time.monotonic() + (timeout if timeout >= 0 else math.inf)
             elif killed != run and time.monotonic() >= deadline:
                 self._send(signal.SIGKILL)
                 killed, deadline = run, time.monotonic() + 10

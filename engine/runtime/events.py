@@ -54,6 +54,17 @@ def record(layout, action: str, container_id: str, attributes: dict) -> dict:
     return event
 
 
+def template_fields(event: dict) -> dict:
+    """An event under the Go field names that ``docker events --format``
+    templates use (``{{.ID}}``, ``{{.Status}}``, ``{{.Actor.Attributes.name}}``...);
+    the JSON keys of the API are partly lower case."""
+    return {"Status": event.get("status", ""), "ID": event.get("id", ""), "From": event.get("from", ""),
+            "Type": event.get("Type", ""), "Action": event.get("Action", ""),
+            "Actor": {"ID": event["Actor"]["ID"], "Attributes": dict(event["Actor"]["Attributes"])},
+            "Scope": event.get("scope", ""), "Time": event.get("time", 0),
+            "TimeNano": event.get("timeNano", 0)}
+
+
 def container_event(container, action: str, **extra) -> dict:
     """Record ``action`` for ``container`` with docker's attributes (image, name, ...)."""
     attrs = {"image": container.attrs["Config"].get("Image", ""), "name": container.name}

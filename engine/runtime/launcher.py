@@ -99,6 +99,27 @@ def cgroup_of(container):
     return cgroups.for_container(container)
 
 
+def explain(container, plan) -> str:
+    """``--explain``: the child's plan, then what the engine does for it meanwhile
+    (the cgroup: its directories, its limits, the join), as shell commands."""
+    lines = [plan.render()]
+    cgroup = cgroup_of(container)
+    if cgroup is None or cgroup.version == "none":
+        return lines[0]
+    hc = container.attrs["HostConfig"]
+    lines.append(f"# meanwhile, in the engine: the container's cgroup (v{cgroup.version}), "
+                 "then the go that step \"wait for the engine\" waits for")
+    own = f"{cgroup.parent}/{container.id}"
+    body = [f"mkdir -p {path}" for path in cgroup.dirs]
+    for write in cgroup.plan(hc):
+        body.append(write.shell() + (f"    # {write.why}" if write.why else ""))
+    body += [f"echo $PID > {path}/cgroup.procs" for path in cgroup.dirs]
+    lines.append(f"CG={own}")
+    lines += [line.replace(own, "$CG") for line in body]
+    lines.append("# (the engine records the container as running, then writes one byte to the sync pipe)")
+    return "\n".join(lines)
+
+
 class Stdio:
     """The container's fds 0, 1, 2 and the monitor's ends of them.
 

@@ -396,13 +396,14 @@ class ChangeDir:
 
 @dataclass(frozen=True)
 class DieWithParent:
-    """prctl(PR_SET_PDEATHSIG): a foreground container dies with its dockyard process."""
+    """prctl(PR_SET_PDEATHSIG): the container dies with its parent (its monitor;
+    for ``exec``, the exec'ing process), so nothing runs that nobody waits for."""
 
     signal: int = 9
     why: str = ""
 
     def shell(self) -> str:
-        return "# (no shell equivalent) be killed if the dockyard process dies"
+        return "# (no shell equivalent) be killed if the parent process dies"
 
     def syscall(self) -> str:
         return f"prctl(PR_SET_PDEATHSIG, {self.signal})"

@@ -32,7 +32,7 @@ The child performs its steps in this order, each for a reason:
 =====  ==========================================  =====================================================
  #     steps                                       why here
 =====  ==========================================  =====================================================
- 1     die with the engine, wait for it            before anything that could leak
+ 1     die with the monitor (our parent)           before anything that could leak
  2     ``/`` rprivate, the overlay, /proc, /sys,   mounts need CAP_SYS_ADMIN and the host's paths
        /dev and its nodes                          (the overlay's layers, the init binary): before
                                                    pivot_root, with every capability
@@ -47,9 +47,12 @@ The child performs its steps in this order, each for a reason:
 10     bounding set                                dropping needs CAP_SETPCAP
 11     user (groups, gid, uid)                     needs CAP_SETGID/CAP_SETUID; clears the
                                                    parent-death signal, so that is armed again
-12     capset: permitted = effective               last: everything above needed capabilities
-13     setsid + controlling tty (``-t``)           just before exec
-14     execve                                      only fds 0, 1, 2 survive it (close_range)
+12     capset: permitted = effective               everything above needed capabilities
+13     wait for the engine's go                    the engine joins us to our cgroup and records
+                                                   our PID meanwhile; nothing of the command runs
+                                                   before both are done
+14     setsid + controlling tty (``-t``)           just before exec
+15     execve                                      only fds 0, 1, 2 survive it (close_range)
 =====  ==========================================  =====================================================
 """
 
@@ -257,7 +260,8 @@ def container_plan(overlay, argv: list[str], env: list[str], config: dict, host_
 
     # 1. Tie the child to the engine (it waits for the engine's go at the end, step 13).
     if die_with_parent:
-        plan.add(DieWithParent(), "a foreground container must not outlive dockyard")
+        plan.add(DieWithParent(), "the container must not outlive its monitor, its parent: "
+                 "nobody would wait for it")
 
     # 2. The root file system and the kernel's file systems.
     plan.add(Mount(None, "/", None, MS_REC | MS_PRIVATE),

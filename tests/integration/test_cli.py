@@ -94,6 +94,22 @@ def test_run_explain_prints_the_plan_then_runs_it(cli):
     assert re.search(r"^ROOT=\$CTR/rootfs$", plan, re.M)
 
 
+def test_explain_shows_the_engines_cgroup_side(cli):
+    from engine.runtime import cgroups
+
+    r = cli("create", "--explain", "-m", "64m", "--pids-limit", "20", "busybox", "true")
+    cid = r.stdout.strip()
+    group = cgroups.Cgroup(cid)
+    if group.version == "none":
+        pytest.skip("no cgroups on this host")
+    assert f"\nCG=dockyard/{cid}\n" in r.stderr
+    memory = group.dir("memory").replace(f"dockyard/{cid}", "$CG")
+    assert f"echo 67108864 > {memory}/memory.{'limit_in_bytes' if group.version == '1' else 'max'}" in r.stderr
+    assert f"echo $PID > {memory}/cgroup.procs" in r.stderr
+    assert not group.exists(), "--explain with create only describes"
+    cli("rm", cid)
+
+
 def test_ps_columns_and_states(cli):
     cli("run", "--name", "done3", "busybox", "sh", "-c", "exit 3")
     cli("run", "--name", "broken", "busybox", "nosuch")

@@ -137,6 +137,16 @@ def test_stop_uses_sigkill_after_the_timeout(cli, monitor):
     assert cli("stop", "polite").returncode == 0
 
 
+def test_stop_with_a_negative_timeout_never_kills(cli):
+    """docker stop -t -1 waits for the container however long it takes."""
+    cli("run", "-d", "--name", "slow", "busybox", "sh", "-c",
+        "trap 'sleep 1.5; exit 3' TERM; while true; do sleep 0.05; done")
+    t = time.monotonic()
+    assert cli("stop", "-t", "-1", "slow").returncode == 0
+    assert time.monotonic() - t >= 1.4
+    assert state(cli, "slow")["ExitCode"] == 3, "it finished its trap: no SIGKILL"
+
+
 def test_stop_signal_and_timeout_from_the_record(cli):
     cli("run", "-d", "--name", "usr1", "--stop-signal", "USR1", "--stop-timeout", "1", "busybox",
         "sh", "-c", "trap 'exit 42' USR1; while true; do sleep 0.05; done")
@@ -321,6 +331,14 @@ def test_events_of_a_start_stop_sequence(cli):
     assert only("-f", "type=image") == []
     r = cli("events", "-f", "bogus=1", "--until", "0s")
     assert r.returncode == 125
+    # --format with docker's Go field names, and the API's JSON.
+    r = cli("events", "--since", since, "--until", str(time.time()), "-f", "event=die",
+            "--format", "{{.Status}} {{.ID}} {{.From}} {{.Actor.Attributes.name}} {{.Type}}")
+    assert r.stdout == f"die {cid} busybox web container\n", r.stderr
+    for form in ("json", "{{json .}}"):
+        r = cli("events", "--since", since, "--until", str(time.time()), "-f", "event=die", "--format", form)
+        event = json.loads(r.stdout)
+        assert (event["status"], event["id"], event["Actor"]["Attributes"]["exitCode"]) == ("die", cid, "137")
 
 
 def test_events_follow_until_a_time(cli):

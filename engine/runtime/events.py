@@ -75,13 +75,25 @@ def container_event(container, action: str, **extra) -> dict:
 # -- reading ----------------------------------------------------------------------
 
 
+# Actions that carry their details after a colon ("exec_start: sh -c ls"):
+# docker's event=exec_start matches them by the part before it
+# (moby daemon/events/filter.go, matchEvent).
+PREFIXED_ACTIONS = ("exec_create", "exec_start", "health_status")
+
+
+def action_matches(action: str, wanted: str) -> bool:
+    if action == wanted:
+        return True
+    return wanted in PREFIXED_ACTIONS and action.startswith(wanted + ":")
+
+
 def matches(event: dict, filters: dict[str, list[str]]) -> bool:
     """docker's event filters: container= (ID prefix or name), event=, image=, type=."""
     actor = event.get("Actor", {})
     attrs = actor.get("Attributes", {})
     if "type" in filters and event.get("Type") not in filters["type"]:
         return False
-    if "event" in filters and event.get("Action") not in filters["event"]:
+    if "event" in filters and not any(action_matches(event.get("Action", ""), v) for v in filters["event"]):
         return False
     if "container" in filters:
         ident, name = actor.get("ID", ""), attrs.get("name", "")

@@ -222,6 +222,13 @@ def test_exec_events(engine, box, root):
     assert {e["Actor"]["Attributes"]["execID"] for e in mine} == {mine[0]["Actor"]["Attributes"]["execID"]}
     assert mine[-1]["Actor"]["Attributes"]["exitCode"] == "4"
     assert all(e["id"] == box.id and e["Actor"]["Attributes"]["name"] == "box" for e in mine)
+    # event=exec_start matches "exec_start: <command>" (docker matches by prefix).
+    from engine.runtime import events as E
+
+    found = [e["Action"] for e in E.read(engine.layout, since_ns=0, until_ns=time.time_ns(),
+                                         filters={"event": ["exec_start", "exec_die"]}, follow=False)]
+    assert found[-2:] == ["exec_start: sh -c exit 4", "exec_die"]
+    assert not [e for e in events if E.matches(e, {"event": ["exec"]})], "no prefix match without the colon rule"
 
 
 def test_a_failed_setup_step_is_reported_and_reaped(engine, box):

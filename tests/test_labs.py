@@ -13,6 +13,7 @@ import os
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -266,6 +267,154 @@ def test_lab02_mistakes_get_hints(lab02, mistake):
     assert ran.returncode == 0, output(ran)
 
     checked = lab02.check()
+    text = output(checked)
+    assert checked.returncode == 1, f"the checker should fail for {mistake}:\n{text}"
+    for hint in hints:
+        assert hint in text, f"{mistake}: hint {hint!r} missing from:\n{text}"
+
+
+# -- lab 03: processes, cgroups and exec -------------------------------------------
+
+LAB03 = REPO / "labs" / "03-processes"
+
+
+def lab03_leftovers(root: Path) -> tuple[list[int], list[str]]:
+    """Monitors of ``root`` still alive, and cgroups of its containers still there."""
+    from support import cgroup_leftovers, created_containers, processes_mentioning
+
+    return processes_mentioning(str(root)), sorted(set(cgroup_leftovers()) & created_containers(root))
+
+
+@pytest.fixture
+def lab03(tmp_path):
+    lab = Lab(LAB03, tmp_path / "dockyard-root")
+    yield lab
+    lab.cleanup()  # rm -f every container: running, paused, SIGSTOPped or exited
+    deadline = time.monotonic() + 5
+    while (left := lab03_leftovers(lab.root)) != ([], []) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert left == ([], []), f"left behind (monitors, cgroups): {left}"
+    assert not mounts_under(lab.root), f"mounts left behind: {mounts_under(lab.root)}"
+
+
+def test_lab03_layout():
+    for name in ("README.md", "start.sh", "solution.sh", "test_lab03.py"):
+        assert (LAB03 / name).is_file(), f"labs/03-processes/{name} is missing"
+    assert not (LAB03 / "conftest.py").exists(), "a lab must not carry a conftest.py"
+
+
+@needs_root
+@pytest.mark.root
+def test_lab03_start_fails_with_a_hint(lab03):
+    started = lab03.script("start.sh")
+    assert started.returncode == 0, output(started)
+
+    checked = lab03.check()
+    text = output(checked)
+    assert checked.returncode == 1, f"the checker should fail on the starting point:\n{text}"
+    for name in ("mem64", "frozen", "web"):
+        assert f"No container named {name} exists" in text, text
+    assert "Do not use --rm" in text, text
+    assert "3 failed" in text and "skipped" in text, text
+
+
+@needs_root
+@pytest.mark.root
+def test_lab03_solution_passes(lab03):
+    for attempt in (1, 2):  # re-runnable: the second run replaces what the first made
+        solved = lab03.script("solution.sh")
+        assert solved.returncode == 0, f"solution.sh (run {attempt}) failed:\n{output(solved)}"
+        assert "OOMKilled=true ExitCode=137" in solved.stdout, output(solved)
+        assert "hello from exec" in solved.stdout, output(solved)
+
+    checked = lab03.check()
+    text = output(checked)
+    assert checked.returncode == 0, f"the checker should pass on the solution:\n{text}"
+    assert "failed" not in text and "skipped" not in text, text
+
+    ps = lab03.dockyard("ps", "-a", "--format", "{{.Names}} {{.Status}}")
+    states = dict(line.split(" ", 1) for line in ps.stdout.splitlines())
+    assert set(states) == {"mem64", "frozen", "web"}, ps.stdout
+    assert states["mem64"].startswith("Exited (137)") and states["frozen"].endswith("(Paused)"), states
+
+
+# Typical mistakes and the hints each one must get: (shell lines, expected hint texts).
+# $LAB_TMP is a scratch directory on the host (the host-redirection mistake writes there).
+TICKER03 = """sh -c 'i=0; while true; do i=$((i+1)); echo "tick $i"; sleep 0.2; done'"""
+MEM64 = "$DOCKYARD run -d --name mem64 -m 64m --memory-swap 64m busybox"
+SLEEPY_WEB = "$DOCKYARD run -d --name web busybox sleep 3600\n"
+MISTAKES03 = {
+    # -- mem64
+    "mem64-no-limit": (
+        "$DOCKYARD run --name mem64 busybox true\n",
+        ["mem64 has no memory limit", "-m 64m"]),
+    "mem64-default-swap": (
+        "$DOCKYARD run -d --name mem64 -m 64m busybox tail /dev/zero\n$DOCKYARD wait mem64\n",
+        ["mem64 may swap", "--memory-swap is memory PLUS swap", "-m 64m --memory-swap 64m"]),
+    "mem64-streams": (
+        MEM64 + " sh -c 'head -c 100m /dev/zero > /dev/null'\n$DOCKYARD wait mem64\n",
+        ["exited with status 0 and was not OOM-killed", "never held more than 64 MiB at once",
+         "tail /dev/zero"]),
+    "mem64-killed-by-hand": (
+        MEM64 + " sleep 3600\n$DOCKYARD kill mem64\n$DOCKYARD wait mem64\n",
+        ["killed by SIGKILL), but State.OOMKilled is false", "`dockyard kill`"]),
+    "mem64-shell-survives": (
+        MEM64 + " sh -c 'tail /dev/zero; echo survived'\n$DOCKYARD wait mem64\n",
+        ["The OOM killer did kill a process of mem64", "exited with status 0, not 137",
+         "main process"]),
+    # -- frozen
+    "frozen-stopped": (
+        f"$DOCKYARD run -d --name frozen busybox {TICKER03}\n$DOCKYARD stop -t 0 frozen\n",
+        ["frozen has exited (status 137): it was stopped or killed", "ENDS a container's processes",
+         "`dockyard start frozen`"]),
+    "frozen-sigstop": (
+        f"$DOCKYARD run -d --name frozen busybox {TICKER03}\n$DOCKYARD kill -s STOP frozen\n",
+        ["are stopped by a SIGNAL (state T", "`dockyard kill -s CONT frozen`"]),
+    "frozen-sh-exits": (
+        "$DOCKYARD run -d --name frozen busybox\nsleep 0.3\n$DOCKYARD pause frozen || true\n",
+        ["frozen has exited (status 0) on its own", "finds no input and exits at once"]),
+    "frozen-unpaused": (
+        f"$DOCKYARD run -d --name frozen busybox {TICKER03}\n$DOCKYARD pause frozen\n"
+        "$DOCKYARD unpause frozen\n",
+        ["frozen is running, not paused", "It was paused before, then unpaused."]),
+    "frozen-silent": (
+        "$DOCKYARD run -d --name frozen busybox sleep 3600\n$DOCKYARD pause frozen\n",
+        ["frozen's log is empty"]),
+    # -- web
+    "web-host-redirect": (
+        SLEEPY_WEB + '$DOCKYARD exec web echo hello from exec > "$LAB_TMP/hello"\n',
+        ["You exec'ed `echo hello from exec` in it", "YOUR shell, on the host"]),
+    "web-by-command": (
+        """$DOCKYARD run -d --name web busybox sh -c 'echo "hello from exec" > /tmp/hello; exec sleep 3600'\n""",
+        ["web's own command wrote /tmp/hello"]),
+    "web-exited": (
+        """$DOCKYARD run --name web busybox sh -c 'echo "hello from exec" > /tmp/hello'\n""",
+        ["web has exited (status 0)", "needs a RUNNING container"]),
+    "web-httpd-background": (
+        "$DOCKYARD run -d --name web busybox httpd -p 8080 -h /tmp\nsleep 0.3\n",
+        ["httpd without -f goes to the background"]),
+    "web-wrong-path": (
+        SLEEPY_WEB + """$DOCKYARD exec web sh -c 'echo "hello from exec" > /hello'\n""",
+        ["web has no /tmp/hello, but its writable layer has /hello"]),
+    "web-no-newline": (
+        SLEEPY_WEB + """$DOCKYARD exec web sh -c 'echo -n "hello from exec" > /tmp/hello'\n""",
+        ["the final newline is missing"]),
+    "web-from-host": (
+        SLEEPY_WEB + """upper=$($DOCKYARD inspect -f '{{.GraphDriver.Data.UpperDir}}' web)
+mkdir -p "$upper/tmp" && echo "hello from exec" > "$upper/tmp/hello"\n""",
+        ["No `dockyard exec` ran in web before /tmp/hello was written", "UpperDir from the host"]),
+}
+
+
+@needs_root
+@pytest.mark.root
+@pytest.mark.parametrize("mistake", list(MISTAKES03))
+def test_lab03_mistakes_get_hints(lab03, mistake, tmp_path):
+    script, hints = MISTAKES03[mistake]
+    ran = lab_shell(lab03, f"LAB_TMP={shlex.quote(str(tmp_path))}\n" + script)
+    assert ran.returncode == 0, output(ran)
+
+    checked = lab03.check()
     text = output(checked)
     assert checked.returncode == 1, f"the checker should fail for {mistake}:\n{text}"
     for hint in hints:

@@ -69,6 +69,7 @@ base: build
 bench: setup
 	@command -v runc >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq runc)
 	$(PY) benchmarks/run.py --record docs/benchmarks.md
+	$(PY) benchmarks/scale.py --record docs/benchmarks.md
 
 docs: venv
 	$(PY) -m sphinx -W --keep-going -b html docs docs/_build/html

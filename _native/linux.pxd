@@ -4,6 +4,9 @@
 
 cdef extern from "<sched.h>" nogil:
     int CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWPID, CLONE_NEWNET
+    # Share our memory and sleep until the child execs or exits (as vfork(2)):
+    # no copy of the page tables (see spawn.pyx, "Why CLONE_VM|CLONE_VFORK").
+    int CLONE_VM, CLONE_VFORK
     # glibc's wrapper: runs fn(arg) on `stack` in the child (see clone(2)).
     int clone(int (*fn)(void *) noexcept nogil, void *stack, int flags, void *arg, ...)
     # Join the namespace the descriptor `fd` refers to (setns(2)); used by exec.

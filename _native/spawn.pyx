@@ -9,7 +9,10 @@ Lifecycle of one spawn, as seen by the engine (``engine/runtime/process.py``):
 1. ``spawn(flags, ops, argv, envp, search_path, stdio)`` converts every
    string and the list of ops (see ``engine/runtime/plan.py``) into C memory,
    opens two close-on-exec pipes (*sync* and *error*), blocks signals and
-   calls ``clone(flags | SIGCHLD)``. It returns ``(pid, sync_fd, error_fd)``.
+   calls ``clone(flags | SIGCHLD)`` -- with ``CLONE_VM | CLONE_VFORK`` when
+   the plan has no wait-for-engine step, so that we sleep, sharing our
+   memory, until the child has exec'd (see ``spawn``). It returns
+   ``(pid, sync_fd, error_fd)``.
 2. The child (``child_main`` below, C only) resets signal handlers, wires
    stdio, marks every other descriptor close-on-exec, then performs the ops
    in order -- one of them waits on the sync pipe until the engine writes a
@@ -118,6 +121,7 @@ cdef enum:
     OP_SETNS = 19
     OP_FORK_INTO_PIDNS = 20
     OP_SETSID = 21
+    OP_WRITE = 22
 
 # The "stage" of the message OP_FORK_INTO_PIDNS's parent sends: (REPORT_PID, pid).
 # Must equal engine/runtime/plan.py's REPORT_PID (a parity test checks).
@@ -133,7 +137,7 @@ OPS = {
     "OP_MOUNT_IN_ROOT": OP_MOUNT_IN_ROOT, "OP_SETRLIMIT": OP_SETRLIMIT,
     "OP_CAPBSET": OP_CAPBSET, "OP_SETUSER": OP_SETUSER, "OP_CAPSET": OP_CAPSET,
     "OP_SETSID_CTTY": OP_SETSID_CTTY, "OP_SETNS": OP_SETNS,
-    "OP_FORK_INTO_PIDNS": OP_FORK_INTO_PIDNS, "OP_SETSID": OP_SETSID,
+    "OP_FORK_INTO_PIDNS": OP_FORK_INTO_PIDNS, "OP_SETSID": OP_SETSID, "OP_WRITE": OP_WRITE,
 }
 PID_REPORT = REPORT_PID  # for the parity test
 
@@ -430,8 +434,26 @@ cdef int run_op(args_t *a, op_t *op) noexcept nogil:
         return fork_into_pidns(a)
     elif op.code == OP_SETSID:
         return 0 if setsid() >= 0 else -1
+    elif op.code == OP_WRITE:
+        return write_file(op.path, op.data, op.data_len)
     dy_set_errno(22)  # EINVAL: unknown op
     return -1
+
+
+cdef int write_file(const char *path, const char *data, size_t length) noexcept nogil:
+    """OP_WRITE: one write(2) into an existing file (a cgroup's cgroup.procs)."""
+    cdef int fd = open(path, O_WRONLY | O_CLOEXEC)
+    cdef ssize_t n
+    cdef int saved
+    if fd < 0:
+        return -1
+    n = write(fd, data, length)
+    saved = errno
+    close(fd)
+    if n != <ssize_t>length:
+        dy_set_errno(saved if n < 0 else 5)  # EIO: a short write
+        return -1
+    return 0
 
 
 cdef int exec_command(args_t *a) noexcept nogil:
@@ -558,7 +580,7 @@ def spawn(int flags, list ops, list argv, list envp, bytes search_path, tuple st
     cdef int error_pipe[2]
     cdef sigset_t all_signals, saved
     cdef char *stack = NULL
-    cdef int pid, saved_errno
+    cdef int pid, saved_errno, vfork
     cdef Py_ssize_t i
 
     memset(&a, 0, sizeof(a))
@@ -598,6 +620,18 @@ def spawn(int flags, list ops, list argv, list envp, bytes search_path, tuple st
         stack = <char *>malloc(STACK_SIZE)
         if stack == NULL:
             raise MemoryError()
+        # A plan that never waits for the engine (no OP_SYNC) is cloned as
+        # vfork(2) is: the child shares our memory and we sleep until it has
+        # exec'd or exited. That spares copying the page tables of a big
+        # Python process, the slowest part of a start. It is safe because
+        # the child only reads the arrays built above and writes to its own
+        # stack (no malloc, no Python), and its signal dispositions and file
+        # descriptors are its own (no CLONE_SIGHAND, no CLONE_FILES). A plan
+        # that waits needs us awake meanwhile: a plain copy, as fork(2).
+        vfork = CLONE_VM | CLONE_VFORK
+        for i in range(a.nops):
+            if a.ops[i].code == OP_SYNC:
+                vfork = 0
         with nogil:
             # Block every signal so none can run a (Python-level) handler in
             # the child before it has reset them.
@@ -605,7 +639,7 @@ def spawn(int flags, list ops, list argv, list envp, bytes search_path, tuple st
             pthread_sigmask(SIG_BLOCK, &all_signals, &saved)
             # The stack grows down on every architecture Linux runs Python on
             # that we support, so pass its top (clone(2), NOTES).
-            pid = clone(child_main, stack + STACK_SIZE, flags | SIGCHLD, &a)
+            pid = clone(child_main, stack + STACK_SIZE, flags | vfork | SIGCHLD, &a)
             saved_errno = errno
             pthread_sigmask(SIG_SETMASK, &saved, NULL)
         close(a.sync_read)
@@ -616,7 +650,8 @@ def spawn(int flags, list ops, list argv, list envp, bytes search_path, tuple st
             raise OSError(saved_errno, "clone")
         return pid, a.sync_write, a.error_read
     finally:
-        # The child has its own copy of all this memory (no CLONE_VM).
+        # The child has exec'd or exited (CLONE_VFORK), or it has its own
+        # copy of all this memory (no CLONE_VM): ours can go.
         free(stack)
         free(a.argv)
         free(a.envp)

@@ -258,9 +258,15 @@ class Container:
         view = RootView.of(overlay)
         user = resolve_user(view, config.get("User") or "")
         title = f"# plan for container {self.short_id} ({self.name}) from {config['Image'] or image.short_id}"
-        return container_plan(overlay, self.argv(), runtime_env(config, home=user.home), config,
+        cgroup = self._cgroup()
+        procs = [os.path.join(d, "cgroup.procs") for d in cgroup.dirs] \
+            if cgroup is not None and cgroup.version != "none" else []
+        plan = container_plan(overlay, self.argv(), runtime_env(config, home=user.home), config,
                               host_config, user=user, view=view, available_caps=own_capabilities(),
-                              tty=tty, die_with_parent=die_with_parent, title=title)
+                              tty=tty, die_with_parent=die_with_parent, cgroup_procs=procs, title=title)
+        if procs:
+            plan.aliases.append(("CG", f"{cgroup.parent}/{self.id}"))
+        return plan
 
     # -- running in the foreground -----------------------------------------------
 

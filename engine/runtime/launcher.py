@@ -10,10 +10,10 @@ starts the two of them. The processes, and who is whose parent::
     +- X                                        forks M and exits: M, orphaned, is
        |                                        adopted by init, so it is no child
        |                                        of ours and outlives us
-       +- M  Python for a few milliseconds,     setsid(); spawns the container; joins
-          |  then dockyard-monitor (execve)     it to its cgroup; records it running;
-          |                                     lets it go; waits for its execve;
-          |                                     reports; execve()s the monitor
+       +- M  Python for a few milliseconds,     setsid(); spawns the container, which
+          |  then dockyard-monitor (execve)     joins its cgroup itself; waits for its
+          |                                     execve; records it running; reports;
+          |                                     execve()s the monitor
           +- the container (PID 1 of its namespaces; PR_SET_PDEATHSIG=SIGKILL
              towards M, so it cannot outlive its monitor)
 
@@ -100,24 +100,19 @@ def cgroup_of(container):
 
 
 def explain(container, plan) -> str:
-    """``--explain``: the child's plan, then what the engine does for it meanwhile
-    (the cgroup: its directories, its limits, the join), as shell commands."""
-    lines = [plan.render()]
+    """``--explain``: what the engine does before the clone (the container's
+    cgroup: its directories and limits, as shell commands), then the child's
+    plan, which starts by joining that cgroup."""
     cgroup = cgroup_of(container)
     if cgroup is None or cgroup.version == "none":
-        return lines[0]
-    hc = container.attrs["HostConfig"]
-    lines.append(f"# meanwhile, in the engine: the container's cgroup (v{cgroup.version}), "
-                 "then the go that step \"wait for the engine\" waits for")
+        return plan.render()
     own = f"{cgroup.parent}/{container.id}"
+    lines = [f"# first, in the engine: the container's cgroup (v{cgroup.version}), CG={own}"]
     body = [f"mkdir -p {path}" for path in cgroup.dirs]
-    for write in cgroup.plan(hc):
+    for write in cgroup.plan(container.attrs["HostConfig"]):
         body.append(write.shell() + (f"    # {write.why}" if write.why else ""))
-    body += [f"echo $PID > {path}/cgroup.procs" for path in cgroup.dirs]
-    lines.append(f"CG={own}")
     lines += [line.replace(own, "$CG") for line in body]
-    lines.append("# (the engine records the container as running, then writes one byte to the sync pipe)")
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n" + plan.render()
 
 
 class Stdio:
@@ -402,25 +397,25 @@ def become_monitor(container, plan, stdio: Stdio, listen_fd: int, clients: list[
 
 
 def spawn_and_record(container, plan, stdio: Stdio, cgroup, restart_count=None) -> tuple[int, str]:
-    """Spawn the container (it stays our child), put it in its cgroup, record it
-    as running, let it go and wait for its execve. Returns (pid, StartedAt)."""
+    """Spawn the container (it stays our child), wait for its execve, record
+    it as running. Returns (pid, StartedAt).
+
+    The child joins its cgroup itself, as the first steps of its plan, so it
+    needs nothing more from us: the compiled spawner sleeps until its execve
+    (CLONE_VFORK), the twin waits for it on the error pipe. If we are killed
+    before recording, the command dies with us (PR_SET_PDEATHSIG) and the
+    record, still not running, tells the truth.
+    """
     from . import events
     from .container import now
     from .process import ContainerProcess
 
+    started_at = now()
     process = ContainerProcess.start(plan, stdio.for_container)
     stdio.close_container_side()
     try:
-        if cgroup is not None:
-            # The Python twin spawner has a middle process whose child is the
-            # container's PID 1: join the middle first, then whatever it forked
-            # before that (later children inherit the cgroup).
-            cgroup.join(process.pid)
-            for child in _children(process.pid):
-                cgroup.join(child)
-        started_at = now()
-        container.record_start(process.pid, started_at, restart_count)
         process.wait_started()
+        container.record_start(process.pid, started_at, restart_count)
     except SpawnError as e:
         container.record_spawn_failure(e)
         if cgroup is not None:
@@ -492,17 +487,6 @@ def _exec(argv: list[str], keep: list[int]) -> None:
         os.execv(argv[0], argv)
     except OSError as e:
         sys.stderr.write(f"dockyard: cannot execute {argv[0]}: {e}\n")
-
-
-def _children(pid: int) -> list[int]:
-    out = []
-    try:
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{task}/children") as f:
-                out += [int(c) for c in f.read().split()]
-    except OSError:
-        pass
-    return out
 
 
 def _quiet_std_fds(container) -> None:

@@ -56,6 +56,7 @@ OP_SETNS = 19       # setns(fd=flags, nstype=mode); `path` names what fd was ope
 OP_FORK_INTO_PIDNS = 20  # fork; the parent writes (REPORT_PID, child's pid) on the error pipe and
                          # _exit(0)s; the child goes on with the next op
 OP_SETSID = 21      # setsid(): a new session without a controlling terminal
+OP_WRITE = 22       # write(open(path, O_WRONLY), data): one write into an existing file
 
 # The "stage" of the one message on the error pipe that is not an error:
 # OP_FORK_INTO_PIDNS's parent reporting its child's PID.
@@ -643,9 +644,29 @@ class NewSession:
         return Op(OP_SETSID)
 
 
+@dataclass(frozen=True)
+class JoinCgroup:
+    """Move ourselves into a cgroup: write "0" (this process, cgroups(7)) to
+    its ``cgroup.procs``. The child does it as its first step, so that
+    everything it becomes is counted and limited from the start."""
+
+    procs: str          # the cgroup's cgroup.procs file
+    why: str = ""
+
+    def shell(self) -> str:
+        return f"echo 0 > {_q(self.procs)}"
+
+    def syscall(self) -> str:
+        return f"write(open({_c(self.procs)}, O_WRONLY), \"0\", 1)"
+
+    def op(self) -> Op:
+        return Op(OP_WRITE, path=os.fsencode(self.procs), data=b"0")
+
+
 Step = (Mount | MountInRoot | MakeDir | MakeDevice | Symlink | PivotRoot | SetHostname | LoopbackUp
         | ChangeDir | DieWithParent | WaitForEngine | SetRlimit | DropBoundingSet | SetUser
-        | SetCapabilities | SetsidCtty | SetNamespace | ForkIntoPidNamespace | NewSession)
+        | SetCapabilities | SetsidCtty | SetNamespace | ForkIntoPidNamespace | NewSession
+        | JoinCgroup)
 
 
 @dataclass(frozen=True)
@@ -730,6 +751,10 @@ class Plan:
         clone = "|".join(f"CLONE_NEW{'NS' if ns == 'mnt' else ns.upper()}" for ns in self.namespaces)
         unshare = " ".join(NAMESPACES[ns][1] for ns in self.namespaces)
         if self.namespaces:
+            # Without a wait-for-engine step the compiled spawner clones as
+            # vfork does: sharing our memory, the engine asleep until the exec.
+            if not any(isinstance(s, WaitForEngine) for s in self.steps):
+                clone = "CLONE_VM|CLONE_VFORK|" + clone
             entries = [(f"unshare {unshare} --fork", f"clone({clone}|SIGCHLD)",
                         "\n".join(f"{ns}: {NAMESPACES[ns][2]}" for ns in self.namespaces))]
         else:  # exec: no new namespace, the child joins existing ones

@@ -22,7 +22,7 @@ import struct
 
 from .. import _native
 from ..errors import CommandNotExecutable, CommandNotFound, SpawnError
-from .plan import Plan
+from .plan import OP_SYNC, Plan
 
 _compiled = _native.load("spawn")
 if _compiled is not None:
@@ -73,7 +73,8 @@ class ContainerProcess:
 
     def wait_started(self) -> None:
         """Block until the command runs; raise what the child reported otherwise."""
-        self.release()
+        if any(op.code == OP_SYNC for op in self.plan.ops()):
+            self.release()
         data = b""
         while len(data) < 8:
             try:

@@ -32,7 +32,8 @@ The child performs its steps in this order, each for a reason:
 =====  ==========================================  =====================================================
  #     steps                                       why here
 =====  ==========================================  =====================================================
- 1     die with the monitor (our parent)           before anything that could leak
+ 1     die with the monitor (our parent), join     before anything that could leak or
+       the cgroup (``echo 0 > cgroup.procs``)      escape the limits
  2     ``/`` rprivate, the overlay, /proc, /sys,   mounts need CAP_SYS_ADMIN and the host's paths
        /dev and its nodes                          (the overlay's layers, the init binary): before
                                                    pivot_root, with every capability
@@ -47,12 +48,13 @@ The child performs its steps in this order, each for a reason:
 10     bounding set                                dropping needs CAP_SETPCAP
 11     user (groups, gid, uid)                     needs CAP_SETGID/CAP_SETUID; clears the
                                                    parent-death signal, so that is armed again
-12     capset: permitted = effective               everything above needed capabilities
-13     wait for the engine's go                    the engine joins us to our cgroup and records
-                                                   our PID meanwhile; nothing of the command runs
-                                                   before both are done
-14     setsid + controlling tty (``-t``)           just before exec
-15     execve                                      only fds 0, 1, 2 survive it (close_range)
+12     capset: permitted = effective               last: everything above needed capabilities
+13     setsid + controlling tty (``-t``)           just before exec
+14     execve                                      only fds 0, 1, 2 survive it (close_range)
+
+There is no step that waits for the engine: the child needs nothing from it
+once cloned, so it is cloned as vfork(2) clones (see _native/spawn.pyx), and
+the engine records the container as running when its command runs.
 =====  ==========================================  =====================================================
 """
 
@@ -67,7 +69,7 @@ from .plan import (
     MOUNT_FLAG_NAMES, MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC,
     MS_REMOUNT, MS_STRICTATIME, CAPABILITY_NAMES, ChangeDir, DieWithParent, DropBoundingSet, Exec, LoopbackUp,
     MakeDevice, MakeDir, Mount, MountInRoot, PivotRoot, Plan, SetCapabilities, SetHostname,
-    SetRlimit, SetsidCtty, SetUser, Symlink, WaitForEngine,
+    SetRlimit, SetsidCtty, SetUser, Symlink, JoinCgroup,
 )
 from .user import ExecUser, RootView, SetupError, check_mount_target
 
@@ -232,7 +234,8 @@ def user_mounts(root: str, host_config: dict, view: RootView | None = None) -> l
 def container_plan(overlay, argv: list[str], env: list[str], config: dict, host_config: dict | None = None,
                    *, user: ExecUser | None = None, view: RootView | None = None,
                    available_caps: set[int] | None = None, tty: bool = False,
-                   die_with_parent: bool = True, title: str = "") -> Plan:
+                   die_with_parent: bool = True, cgroup_procs: list[str] | tuple = (),
+                   title: str = "") -> Plan:
     """Assemble the plan for one container (see the module docstring).
 
     ``overlay`` is the :class:`~engine.snapshot.Overlay` of its root file
@@ -245,6 +248,9 @@ def container_plan(overlay, argv: list[str], env: list[str], config: dict, host_
     message before anything starts; ``available_caps`` (the engine's own
     capabilities) does the same for capabilities. ``tty``: stdin is a
     terminal that becomes the container's controlling terminal.
+    ``cgroup_procs``: the ``cgroup.procs`` file of each of its cgroup
+    directories (the engine made them, with their limits): the child joins
+    them first of all.
     """
     hc = host_config or {}
     user = user or ExecUser(0, 0, (0,), "/root")
@@ -258,10 +264,13 @@ def container_plan(overlay, argv: list[str], env: list[str], config: dict, host_
     plan.aliases = [("ROOT", root), ("CTR", container_dir), ("LAYERS", snapshots)]
     caps = container_capabilities(hc, available_caps)  # refuse impossible requests before anything
 
-    # 1. Tie the child to the engine (it waits for the engine's go at the end, step 13).
+    # 1. Tie the child to its monitor, and to its cgroup.
     if die_with_parent:
         plan.add(DieWithParent(), "the container must not outlive its monitor, its parent: "
                  "nobody would wait for it")
+    for n, procs in enumerate(cgroup_procs):
+        plan.add(JoinCgroup(procs), "" if n else "into our cgroup (every hierarchy), before anything "
+                 "else: all we do and become is limited and counted from now on")
 
     # 2. The root file system and the kernel's file systems.
     plan.add(Mount(None, "/", None, MS_REC | MS_PRIVATE),
@@ -346,11 +355,6 @@ def container_plan(overlay, argv: list[str], env: list[str], config: dict, host_
     plan.add(SetCapabilities(caps if user.uid == 0 else ()),
              "root's capabilities narrowed to the container's set" if user.uid == 0 else
              "a non-root user keeps no capabilities, as in docker")
-    # 13. Only now wait for the engine: the setup above runs while the engine
-    # puts us in our cgroup and records our PID, and nothing of the command
-    # runs before both are done.
-    plan.add(WaitForEngine(), "wait until the engine has put the container in its cgroup "
-             "and recorded its PID")
     if tty:
         plan.add(SetsidCtty(), "-t: the pty becomes the controlling terminal of a new session")
 

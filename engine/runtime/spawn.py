@@ -223,6 +223,13 @@ def run_op(op: P.Op, sync_read: int, error_write: int = -1) -> None:
         _fork_into_pidns(error_write)
     elif code == P.OP_SETSID:
         os.setsid()
+    elif code == P.OP_WRITE:
+        fd = os.open(op.path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            if os.write(fd, op.data) != len(op.data):
+                raise OSError(errno.EIO, "short write")
+        finally:
+            os.close(fd)
     else:
         raise OSError(errno.EINVAL, f"unknown op {code}")
 

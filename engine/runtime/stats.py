@@ -38,7 +38,7 @@ def container_pids(container) -> list[int]:
     Found by comparing each ``/proc/<pid>/ns/pid`` with the one of the
     container's PID 1: that includes ``exec``'d processes, and leaves out
     any helper outside the namespace (the Python twin spawner's middle
-    process, which is in the container's cgroup but not in the container).
+    process, which waits outside the container for its PID 1).
     """
     from .exec import init_pid
 

@@ -69,7 +69,7 @@ def test_run_explain_prints_the_plan_then_runs_it(cli):
     plan = r.stderr
     expected_in_order = [
         "unshare --pid --mount --uts --ipc --net --fork",
-        "clone(CLONE_NEWPID|CLONE_NEWNS|CLONE_NEWUTS|CLONE_NEWIPC|CLONE_NEWNET|SIGCHLD)",
+        "clone(CLONE_VM|CLONE_VFORK|CLONE_NEWPID|CLONE_NEWNS|CLONE_NEWUTS|CLONE_NEWIPC|CLONE_NEWNET|SIGCHLD)",
         "mount --make-rprivate /",
         "mount -t overlay overlay -o lowerdir=$LAYERS/init:$LAYERS/",
         "mount -t proc proc -o nosuid,nodev,noexec $ROOT/proc",
@@ -104,8 +104,10 @@ def test_explain_shows_the_engines_cgroup_side(cli):
         pytest.skip("no cgroups on this host")
     assert f"\nCG=dockyard/{cid}\n" in r.stderr
     memory = group.dir("memory").replace(f"dockyard/{cid}", "$CG")
-    assert f"echo 67108864 > {memory}/memory.{'limit_in_bytes' if group.version == '1' else 'max'}" in r.stderr
-    assert f"echo $PID > {memory}/cgroup.procs" in r.stderr
+    limit = f"echo 67108864 > {memory}/memory.{'limit_in_bytes' if group.version == '1' else 'max'}"
+    join = f"$ echo 0 > {memory}/cgroup.procs"     # a step of the child's plan
+    assert limit in r.stderr and join in r.stderr
+    assert r.stderr.index(limit) < r.stderr.index("# plan for container") < r.stderr.index(join)
     assert not group.exists(), "--explain with create only describes"
     cli("rm", cid)
 

@@ -79,7 +79,7 @@ def test_every_step_is_rendered_in_order_with_its_syscall(tmp_path, built_init):
             assert text.index(syscall, at) > at
             position = at
         assert "unshare --pid --mount --uts --ipc --net --fork" in text
-        assert "clone(CLONE_NEWPID|CLONE_NEWNS|CLONE_NEWUTS|CLONE_NEWIPC|CLONE_NEWNET|SIGCHLD)" in text
+        assert "clone(CLONE_VM|CLONE_VFORK|CLONE_NEWPID|CLONE_NEWNS|CLONE_NEWUTS|CLONE_NEWIPC|CLONE_NEWNET|SIGCHLD)" in text
     assert "exec env -i PATH=/bin HOME=/root sh -c 'echo hi'" in make_plan().render()
 
 
@@ -147,7 +147,7 @@ def test_steps_come_in_the_documented_order(tmp_path, built_init):
     plan = full_plan(tmp_path)
     kinds = [type(s).__name__ for s in plan.steps]
     order = ["PivotRoot", "SetHostname", "LoopbackUp", "ChangeDir", "SetRlimit",
-             "DropBoundingSet", "SetUser", "SetCapabilities", "WaitForEngine", "SetsidCtty"]
+             "DropBoundingSet", "SetUser", "SetCapabilities", "SetsidCtty"]
     assert [kinds.index(k) for k in order] == sorted(kinds.index(k) for k in order)
     assert kinds[-1] == "SetsidCtty", "the controlling terminal comes right before exec"
     pivot = index_of(plan, P.PivotRoot)
@@ -585,3 +585,28 @@ def test_child_subreaper_twins_agree():
             assert first.child_subreaper(0) == 0
     finally:
         twin.child_subreaper(start)
+
+
+def test_the_child_joins_its_cgroup_first_and_never_waits_for_the_engine():
+    procs = ["/sys/fs/cgroup/memory/dockyard/c1/cgroup.procs", "/sys/fs/cgroup/pids/dockyard/c1/cgroup.procs"]
+    config = {"Hostname": "box", "WorkingDir": "/", "User": ""}
+    plan = container_plan(OVERLAY, ["true"], ["PATH=/bin"], config, host_config(), cgroup_procs=procs)
+    assert [type(s).__name__ for s in plan.steps[:3]] == ["DieWithParent", "JoinCgroup", "JoinCgroup"]
+    assert plan.steps[1].op() == P.Op(P.OP_WRITE, path=procs[0].encode(), data=b"0")
+    assert plan.steps[1].shell() == f"echo 0 > {procs[0]}"
+    assert not steps_of(plan, P.WaitForEngine), "nothing to wait for: the compiled spawner may vfork"
+    assert "clone(CLONE_VM|CLONE_VFORK|" in plan.render()
+    # Without cgroups (a host without them), no join.
+    assert not steps_of(make_plan(), P.JoinCgroup)
+
+
+def test_op_write_in_the_twin(tmp_path):
+    """OP_WRITE writes into an existing file and never creates one."""
+    from engine.runtime import spawn as twin
+
+    target = tmp_path / "procs"
+    target.write_text("")
+    twin.run_op(P.Op(P.OP_WRITE, path=bytes(target), data=b"0"), -1)
+    assert target.read_text() == "0"
+    with pytest.raises(FileNotFoundError):
+        twin.run_op(P.Op(P.OP_WRITE, path=bytes(tmp_path / "absent"), data=b"0"), -1)

@@ -201,3 +201,60 @@ def rootfs_tarball(files: dict | None = None) -> bytes:
             entries.append((parent, None))
         entries.append((name, content))
     return tar_bytes(entries)
+
+
+class Terminal:
+    """``dockyard ARGS`` (with environment ``env``) running on a pseudo-terminal
+    whose master we hold: type into it, read what it shows, wait for its exit."""
+
+    def __init__(self, env: dict, *args, rows: int = 24, cols: int = 80):
+        import fcntl
+        import pty
+        import struct
+        import termios
+
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:  # the child: dockyard, with the pty as its terminal
+            os.chdir(REPO)
+            os.execve(sys.executable, [*DOCKYARD, *args], env)
+        fcntl.ioctl(self.fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        self.output = b""
+
+    def read_until(self, wanted: bytes, timeout: float = 10.0) -> bytes:
+        import select
+        import time
+
+        deadline = time.time() + timeout
+        while wanted not in self.output:
+            assert time.time() < deadline, f"{wanted!r} never came; got {self.output!r}"
+            if select.select([self.fd], [], [], 0.05)[0]:
+                try:
+                    data = os.read(self.fd, 4096)
+                except OSError:  # EIO: the child closed the terminal
+                    data = b""
+                assert data, f"{wanted!r} never came; the end after {self.output!r}"
+                self.output += data
+        return self.output
+
+    def type(self, keys: bytes) -> None:
+        os.write(self.fd, keys)
+
+    def wait(self, timeout: float = 10.0) -> int:
+        import select
+        import signal
+        import time
+
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                if select.select([self.fd], [], [], 0.05)[0]:
+                    self.output += os.read(self.fd, 4096)
+            except OSError:
+                pass
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                os.close(self.fd)
+                return os.waitstatus_to_exitcode(status)
+        os.kill(self.pid, signal.SIGKILL)
+        os.waitpid(self.pid, 0)
+        raise AssertionError(f"dockyard did not exit; output {self.output!r}")

@@ -2,77 +2,20 @@
 real pseudo-terminal (typing, Ctrl-C, exit codes, the detach keys), window
 sizes, and --sig-proxy."""
 
-import os
-import pty
-import select
 import signal
-import struct
 import subprocess
-import sys
 import time
 
 import pytest
 
 from monitor_fixtures import monitor, no_monitor_leftovers, state, wait_until  # noqa: F401 -- fixtures
-from support import DOCKYARD, REPO
+from support import DOCKYARD, REPO, Terminal
 
 pytestmark = [pytest.mark.root, pytest.mark.usefixtures("no_monitor_leftovers")]
 
 
-class Terminal:
-    """``dockyard ARGS`` running on a pseudo-terminal we hold the master of."""
-
-    def __init__(self, cli, *args, rows=24, cols=80):
-        import fcntl
-        import termios
-
-        self.pid, self.fd = pty.fork()
-        if self.pid == 0:  # the child: dockyard, with the pty as its terminal
-            env = cli.env()
-            os.chdir(REPO)
-            os.execve(sys.executable, [*DOCKYARD, *args], env)
-        fcntl.ioctl(self.fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-        self.output = b""
-
-    def read_until(self, text: bytes, timeout: float = 10.0) -> bytes:
-        deadline = time.time() + timeout
-        while text not in self.output:
-            if time.time() > deadline:
-                raise AssertionError(f"{text!r} never came; got {self.output!r}")
-            r, _, _ = select.select([self.fd], [], [], 0.05)
-            if r:
-                try:
-                    data = os.read(self.fd, 4096)
-                except OSError:  # EIO: the child closed the terminal
-                    data = b""
-                if not data:
-                    raise AssertionError(f"{text!r} never came; the end after {self.output!r}")
-                self.output += data
-        return self.output
-
-    def type(self, keys: bytes) -> None:
-        os.write(self.fd, keys)
-
-    def wait(self, timeout: float = 10.0) -> int:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            try:
-                r, _, _ = select.select([self.fd], [], [], 0.05)
-                if r:
-                    self.output += os.read(self.fd, 4096)
-            except OSError:
-                pass
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-            if pid:
-                os.close(self.fd)
-                return os.waitstatus_to_exitcode(status)
-        os.kill(self.pid, signal.SIGKILL)
-        os.waitpid(self.pid, 0)
-        raise AssertionError(f"dockyard did not exit; output {self.output!r}")
-
-
 def test_run_it_is_an_interactive_shell(cli, monitor):
-    term = Terminal(cli, "run", "-it", "--name", "shell", "busybox", "sh", rows=33, cols=101)
+    term = Terminal(cli.env(), "run", "-it", "--name", "shell", "busybox", "sh", rows=33, cols=101)
     term.read_until(b"/ # ")
     term.type(b"stty size; echo hi; exit 3\r")
     out = term.read_until(b"hi\r\n")
@@ -85,7 +28,7 @@ def test_run_it_is_an_interactive_shell(cli, monitor):
 
 
 def test_ctrl_c_reaches_the_foreground_process_and_ctrl_d_ends_sh(cli):
-    term = Terminal(cli, "run", "-it", "--rm", "busybox", "sh")
+    term = Terminal(cli.env(), "run", "-it", "--rm", "busybox", "sh")
     term.read_until(b"/ # ")
     term.type(b"sleep 30\r")
     time.sleep(0.3)
@@ -100,21 +43,21 @@ def test_ctrl_c_reaches_the_foreground_process_and_ctrl_d_ends_sh(cli):
 
 
 def test_detach_keys_leave_the_container_running_and_attach_comes_back(cli, monitor):
-    term = Terminal(cli, "run", "-it", "--name", "away", "busybox", "sh")
+    term = Terminal(cli.env(), "run", "-it", "--name", "away", "busybox", "sh")
     term.read_until(b"/ # ")
     term.type(b"echo one\r")
     term.read_until(b"one\r\n")
     term.type(b"\x10\x11")  # ctrl-p, ctrl-q
     assert term.wait() == 0
     assert state(cli, "away")["Status"] == "running"
-    term = Terminal(cli, "attach", "--detach-keys", "ctrl-x", "away")
+    term = Terminal(cli.env(), "attach", "--detach-keys", "ctrl-x", "away")
     time.sleep(0.3)
     term.type(b"echo two\r")
     term.read_until(b"two\r\n")
     term.type(b"\x18")
     assert term.wait() == 0
     assert state(cli, "away")["Status"] == "running"
-    term = Terminal(cli, "attach", "away")
+    term = Terminal(cli.env(), "attach", "away")
     time.sleep(0.3)
     term.type(b"\x10a\r")  # ctrl-p then something else: both keys go to the shell
     term.type(b"exit 4\r")

@@ -12,11 +12,7 @@ its Python twin.
 
 import json
 import os
-import pty
 import re
-import select
-import signal
-import sys
 import time
 
 import pytest
@@ -26,7 +22,7 @@ from engine.runtime import cgroups
 from engine.runtime import exec as X
 from engine.runtime.user import UserNotFound
 from monitor_fixtures import no_monitor_leftovers, wait_until  # noqa: F401 -- fixtures
-from support import DOCKYARD, REPO
+from support import Terminal
 
 pytestmark = [pytest.mark.root, pytest.mark.usefixtures("no_monitor_leftovers")]
 
@@ -177,21 +173,41 @@ def test_exit_codes_and_output_streams(engine, box):
     assert r.exit_code == 0 and re.fullmatch(rb"/dev/pts/\d+\r\nxterm\r\n", r.output)
 
 
-def test_nothing_is_left_behind_and_we_are_no_subreaper_after(engine, box):
+@pytest.fixture
+def exec_pids(monkeypatch):
+    """The PIDs every exec of the test made: its spawned child and the command's
+    process (checked by PID: other tests' leftovers in this shared pytest
+    process must not decide, nor hide, anything here)."""
+    made = []
+    real = X.ExecProcess.wait_started
+
+    def recording(self):
+        try:
+            return real(self)
+        finally:
+            made.extend(p for p in (self.pid, self.exec_pid) if p)
+
+    monkeypatch.setattr(X.ExecProcess, "wait_started", recording)
+    return made
+
+
+def still_ours(pids) -> list[int]:
+    """Those of ``pids`` that are still a child of ours (alive or a zombie)."""
+    children = set()
+    for task in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{task}/children") as f:
+            children.update(int(pid) for pid in f.read().split())
+    return sorted(set(pids) & children)
+
+
+def test_nothing_is_left_behind_and_we_are_no_subreaper_after(engine, box, exec_pids):
     from engine.runtime.spawn import child_subreaper
 
-    def our_children() -> set[int]:
-        found = set()
-        for task in os.listdir("/proc/self/task"):
-            with open(f"/proc/self/task/{task}/children") as f:
-                found.update(int(pid) for pid in f.read().split())
-        return found
-
-    before = our_children()   # (an earlier test's fixture may still have a child running)
     for _ in range(3):
         run_exec(engine, box, "true")
         run_exec(engine, box, "nosuch")
-    assert our_children() <= before, "no child of ours is left, not even a zombie"
+    assert len(exec_pids) == 12, exec_pids
+    assert still_ours(exec_pids) == [], "every child and command process was reaped"
     assert child_subreaper(0) == 0, "the subreaper mark was switched off again"
     ps = text(run_exec(engine, box, "ps", "-o", "pid,comm"))
     assert len(ps.splitlines()) == 3, f"only PID 1 and ps: {ps}"
@@ -231,11 +247,10 @@ def test_exec_events(engine, box, root):
     assert not [e for e in events if E.matches(e, {"event": ["exec"]})], "no prefix match without the colon rule"
 
 
-def test_a_failed_setup_step_is_reported_and_reaped(engine, box):
+def test_a_failed_setup_step_is_reported_and_reaped(engine, box, exec_pids):
     with pytest.raises(Exception, match="chdir|No such file"):
         run_exec(engine, box, "pwd", workdir="/does/not/exist")
-    with pytest.raises(ChildProcessError):
-        os.waitpid(-1, os.WNOHANG)
+    assert exec_pids and still_ours(exec_pids) == []
     with pytest.raises(CommandNotFound):
         X.start(box, ["nosuch"])
 
@@ -292,54 +307,6 @@ def test_cli_exec_explain_prints_the_plan(cli, cli_env, web):
     assert r.returncode == 0
     assert "nsenter --mount=/proc/" in r.stderr and "nsenter --fork" in r.stderr
     assert "clone(SIGCHLD)" in r.stderr
-
-
-class Terminal:
-    """``dockyard ARGS`` on a pseudo-terminal whose master we hold."""
-
-    def __init__(self, env, *args, rows=24, cols=80):
-        import fcntl
-        import struct
-        import termios
-
-        self.pid, self.fd = pty.fork()
-        if self.pid == 0:
-            os.chdir(REPO)
-            os.execve(sys.executable, [*DOCKYARD, *args], env)
-        fcntl.ioctl(self.fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-        self.output = b""
-
-    def read_until(self, wanted: bytes, timeout: float = 10.0) -> bytes:
-        deadline = time.time() + timeout
-        while wanted not in self.output:
-            assert time.time() < deadline, f"{wanted!r} never came; got {self.output!r}"
-            if select.select([self.fd], [], [], 0.05)[0]:
-                try:
-                    data = os.read(self.fd, 4096)
-                except OSError:
-                    data = b""
-                assert data, f"{wanted!r} never came; the end after {self.output!r}"
-                self.output += data
-        return self.output
-
-    def type(self, keys: bytes) -> None:
-        os.write(self.fd, keys)
-
-    def wait(self, timeout: float = 10.0) -> int:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            try:
-                if select.select([self.fd], [], [], 0.05)[0]:
-                    self.output += os.read(self.fd, 4096)
-            except OSError:
-                pass
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-            if pid:
-                os.close(self.fd)
-                return os.waitstatus_to_exitcode(status)
-        os.kill(self.pid, signal.SIGKILL)
-        os.waitpid(self.pid, 0)
-        raise AssertionError(f"dockyard did not exit; output {self.output!r}")
 
 
 def test_cli_exec_t_through_a_real_pty(cli_env, web):

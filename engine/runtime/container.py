@@ -330,6 +330,8 @@ class Container:
             return code
         finally:
             session.close()
+            from . import launcher
+            launcher._reap_monitors()  # an earlier run's monitor, if it has exited by now
 
     # -- lifecycle: docker start / stop / restart / kill / pause / unpause / wait --
 

@@ -339,21 +339,28 @@ class ExecProcess(process.ContainerProcess):
     def wait_started(self) -> None:
         """Release the child; return once the command runs, or raise what failed.
 
-        Reads the error pipe to its end: first ``(REPORT_PID, pid)`` from the
-        child, then nothing (execve closed the pipe) or ``(step, errno)``.
+        Reads the error pipe to its end: ``(REPORT_PID, pid)`` from the
+        child and, from the command's process, nothing (execve closed the
+        pipe) or ``(step, errno)``. The two writers race: a command that
+        fails at once can report before the child has sent its PID, so read
+        on to the end whatever came first -- without the PID we could not
+        reap the failed process, and a zombie left in the container's PID
+        namespace keeps its PID 1 from ever finishing its exit
+        (zap_pid_ns_processes waits for every task of the namespace to be
+        reaped), so the container could not be stopped.
         The child is reaped here, so its orphan is ours from now on.
         """
         self.release()
         failure = None
         try:
-            while failure is None:
+            while True:
                 message = self._read_message()
                 if message is None:
                     break
                 stage, value = message
                 if stage == P.REPORT_PID:
                     self.exec_pid = value
-                else:
+                elif failure is None:
                     failure = self._error(stage, value)
         finally:
             os.close(self._error_fd)

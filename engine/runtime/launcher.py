@@ -33,6 +33,11 @@ record are Python; after ``execve`` M's memory is the C program's, a few
 hundred kilobytes. The same code runs in place, without forks, when the
 monitor restarts a container (``python -m engine _restart ID``: same PID).
 
+An attached start (a foreground ``run``, ``start -a``) skips X: the caller
+forks M itself and stays until the exit anyway, so M may be its child (one
+fork of a big Python process less, the costliest step of a start); a later
+start reaps it. If the caller dies first, init adopts M as it would have.
+
 A foreground run passes one end of a socketpair to the monitor as a client
 that is connected from the start, so not a byte of output can be missed.
 With ``--rm``, that client is the *remover*: after the exit frame it
@@ -181,6 +186,22 @@ class Started:
 # -- the caller's side -------------------------------------------------------------
 
 
+# Monitors we forked ourselves (attached starts) and have not reaped yet.
+_direct_monitors: set[int] = set()
+
+
+def _reap_monitors() -> None:
+    """Reap the monitors of earlier attached starts that have exited (they were
+    our children: without a wait they would stay zombies while we run)."""
+    for pid in list(_direct_monitors):
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            done = pid  # reaped by someone else (a waitpid(-1) of the caller's)
+        if done:
+            _direct_monitors.discard(pid)
+
+
 def start(container, *, plan=None, attach: bool = False, remover: bool = False,
           tty_size: tuple[int, int] | None = None) -> Started:
     """Start ``container`` under a new monitor; see the module docstring.
@@ -195,6 +216,7 @@ def start(container, *, plan=None, attach: bool = False, remover: bool = False,
     """
     from ..errors import Conflict, ContainerNotFound
 
+    _reap_monitors()
     try:
         lock = os.open(container.path / "start.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except FileNotFoundError:
@@ -229,10 +251,15 @@ def _start(container, *, plan, attach, remover, tty_size) -> Started:
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         report_r, report_w = os.pipe2(os.O_CLOEXEC)
         clients = [] if theirs is None else [(theirs.fileno(), remover)]
+        # An attached caller stays until the exit anyway: M may be our own
+        # child (a fork less, the costliest step of a start), reaped by a
+        # later start (_reap_monitors). A detached start must leave no child
+        # behind: X forks M and exits, and M is adopted by init.
+        direct = attach
         child = os.fork()
-        if child == 0:  # X
+        if child == 0:  # X (or M itself when direct)
             try:
-                if os.fork() == 0:  # M
+                if direct or os.fork() == 0:  # M
                     os.close(report_r)
                     if ours is not None:
                         ours.close()
@@ -240,7 +267,10 @@ def _start(container, *, plan, attach, remover, tty_size) -> Started:
                                    cgroup, report_w)
             finally:
                 os._exit(0)
-        os.waitpid(child, 0)
+        if direct:
+            _direct_monitors.add(child)
+        else:
+            os.waitpid(child, 0)
     except BaseException:
         for fd in (report_r, report_w):
             _close(fd)

@@ -337,3 +337,18 @@ def test_cli_exec_without_t_shares_our_terminal_so_ctrl_c_reaches_it(cli_env, we
     term.type(b"\x03")          # our terminal's ^C: SIGINT to its foreground group, the command's too
     assert term.wait() == 130, "dockyard waited for the command and exits as it did"
     assert time.time() - t < 5
+
+
+def test_failed_execs_leave_no_zombie_that_would_block_the_stop(engine, box, exec_pids):
+    """A command that fails at once may report before the exec's child sends
+    its PID (the two write the same pipe). The failed process must still be
+    reaped: a zombie left in the container's PID namespace keeps its PID 1
+    from finishing its exit, and the container could never be stopped."""
+    for _ in range(25):
+        assert run_exec(engine, box, "nosuch").exit_code == 127
+    assert len(exec_pids) == 50, "every exec's child and command process were known"
+    assert still_ours(exec_pids) == []
+    t = time.monotonic()
+    box.stop(timeout=0)
+    assert box.wait(timeout=5)["StatusCode"] == 137
+    assert time.monotonic() - t < 5

@@ -557,3 +557,25 @@ def test_detached_containers_survive_the_python_process_that_made_them(engine, r
     assert c.status == "running" and c.attrs["State"]["Pid"] == pid
     c.remove(force=True)
     assert process_gone(pid)
+
+
+def test_foreground_runs_leave_no_zombie_monitor(engine, monitor):
+    """An attached start forks its monitor directly (no intermediate X); the
+    monitors of finished runs are reaped, not left as zombies of ours."""
+    from engine.runtime import launcher
+
+    for _ in range(3):
+        assert engine.containers.run("busybox", ["true"], remove=True) == b""
+    wait_until(lambda: not any(_state_of(pid) not in (None, "Z") for pid in launcher._direct_monitors),
+               what="the monitors to exit")
+    engine.containers.run("busybox", ["true"], remove=True)   # its start reaps the others
+    leftover = [pid for pid in launcher._direct_monitors if _state_of(pid) == "Z"]
+    assert len(leftover) <= 1, f"zombie monitors: {leftover}"
+
+
+def _state_of(pid: int):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None

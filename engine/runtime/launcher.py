@@ -56,6 +56,7 @@ import socket
 import struct
 import sys
 import termios
+import threading
 import time
 from pathlib import Path
 
@@ -63,7 +64,7 @@ from .. import _native
 from ..errors import EngineError, SpawnError
 # Imported here, not where used: M must not spend its few milliseconds
 # importing modules after the fork (and a fork should not run imports).
-from . import attach, events, logs, options  # noqa: F401
+from . import attach, cgroups, events, logs, options  # noqa: F401
 from .container import now, parse_time, process_start_time  # noqa: F401
 from .process import ContainerProcess
 
@@ -237,9 +238,13 @@ def _start(container, *, plan, attach, remover, tty_size) -> Started:
     from . import attach as attach_protocol
 
     _ensure_std_fds()
+    cgroup = cgroup_of(container)
+    if cgroup is not None and cgroup.version != "none":
+        # The child's first steps move it into its cgroup; get the kernel's
+        # slow part of such a move going now (runtime/cgroups.py, warm_up).
+        threading.Thread(target=cgroups.warm_up, args=(cgroup.layout,), daemon=True).start()
     plan = plan if plan is not None else plan_for(container)
     program = monitor_program()
-    cgroup = cgroup_of(container)
     stdio = listener = ours = theirs = None
     report_r = report_w = -1
     try:

@@ -413,3 +413,19 @@ def test_v2_swap_is_limited_apart_from_memory(lab):
     if not cg.layout.swap:
         pytest.skip("no swap accounting (memory.swap.max absent)")
     assert read(cg, "memory", "", "memory.swap.max") == str(16 * MiB)
+
+
+def test_warm_up_moves_us_only_where_we_are():
+    """launcher's warm-up writes 0 to the cgroup.procs of our own cgroup: it
+    must name an existing file and leave our membership as it was."""
+    layout = cgroups.host_layout()
+    if layout.version == "none":
+        pytest.skip("no cgroups")
+    procs = cgroups.own_procs_file(layout)
+    assert procs is not None and os.path.isfile(procs)
+    with open(procs) as f:
+        assert str(os.getpid()) in f.read().split()
+    before = open("/proc/self/cgroup").read()
+    cgroups.warm_up(layout)
+    assert open("/proc/self/cgroup").read() == before
+    cgroups.warm_up(cgroups.CgroupLayout("none"))   # nothing to do, no error

@@ -245,21 +245,11 @@ def cmd_stats(engine, args) -> int:
 
 
 def cmd_update(engine, args) -> int:
-    from ..errors import EngineError
-    from ..runtime.stats import update
+    from .container import _each
 
     options = {key: value for key, value in dict(
         mem_limit=args.memory, memswap_limit=args.memory_swap, cpus=args.cpus,
         cpu_shares=args.cpu_shares, cpu_period=args.cpu_period, cpu_quota=args.cpu_quota,
         cpuset_cpus=args.cpuset_cpus, pids_limit=args.pids_limit, restart_policy=args.restart,
     ).items() if value is not None}
-    status = 0
-    for ref in args.containers:
-        try:
-            update(engine, engine.containers.get(ref), **options)
-        except EngineError as e:
-            sys.stderr.write(f"dockyard: {e}\n")
-            status = e.exit_code
-            continue
-        print(ref, flush=True)
-    return status
+    return _each(engine, args.containers, lambda container: container.update(**options))

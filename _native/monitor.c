@@ -92,6 +92,8 @@ static struct {
     const char *oom_files[MAX_LIST];
     const char *cgroups[MAX_LIST];
     int ncgroups;
+    const char *cgroup_parents[MAX_LIST];
+    int ncgroup_parents;
     int noom;
 } opt = { .out_fd = -1, .err_fd = -1, .pty_fd = -1, .stdin_fd = -1, .listen_fd = -1,
           .remover_fd = -1, .restart = "no", .log_max_file = 1, .image = "", .name = "" };
@@ -153,6 +155,10 @@ static void parse_args(int argc, char **argv)
         else if (!strcmp(flag, "--cgroup")) {
             if (opt.ncgroups == MAX_LIST) fatal("too many --cgroup");
             opt.cgroups[opt.ncgroups++] = v;
+        }
+        else if (!strcmp(flag, "--cgroup-parent")) {
+            if (opt.ncgroup_parents == MAX_LIST) fatal("too many --cgroup-parent");
+            opt.cgroup_parents[opt.ncgroup_parents++] = v;
         }
         else if (!strcmp(flag, "--restart")) opt.restart = v;
         else if (!strcmp(flag, "--restart-max")) opt.restart_max = (int)number(flag, v);
@@ -719,6 +725,10 @@ static void remove_cgroups(void)
             struct timespec ts = { 0, 10 * 1000 * 1000 };
             nanosleep(&ts, NULL);
         }
+    /* Then the dockyard parents, if this was the last container: a parent
+     * that still has another container's directory refuses with EBUSY. */
+    for (int i = 0; i < opt.ncgroup_parents; i++)
+        rmdir(opt.cgroup_parents[i]);
 }
 
 static void finish(void)

@@ -80,6 +80,24 @@ def cli(root) -> CLI:
     return CLI(root)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_cgroup_parents_left():
+    """The ``dockyard`` cgroup directories go with the last container: if
+    there were none before the tests, there are none after them."""
+    from engine.runtime import cgroups
+
+    def parents() -> list[str]:
+        try:
+            return [p for p in cgroups.Cgroup("x").parent_dirs() if os.path.exists(p)]
+        except Exception:  # no cgroups here
+            return []
+
+    before = parents()
+    yield
+    if not before:
+        assert not parents(), f"cgroup parent directories left behind: {parents()}"
+
+
 @pytest.fixture(autouse=True)
 def no_leaked_processes(request):
     if "integration" not in str(request.node.path):

@@ -488,12 +488,23 @@ class Cgroup:
     # -- doing it --
 
     def create(self, host_config: dict) -> None:
-        """Make the directories and apply the limits (idempotent)."""
+        """Make the directories and apply the limits (idempotent).
+
+        The parent directories (``dockyard``) go away with their last
+        container (:meth:`remove`), so another container's removal may
+        take one away between our mkdir of it and of ours: then start over.
+        """
         writes = self.plan(host_config)  # refuses impossible limits before touching anything
-        for path in self.directories():
-            os.makedirs(path, exist_ok=True)
-        for write in writes:
-            perform(write)
+        for attempt in range(5):
+            try:
+                for path in self.directories():
+                    os.makedirs(path, exist_ok=True)
+                for write in writes:
+                    perform(write)
+                return
+            except FileNotFoundError:
+                if attempt == 4:
+                    raise
 
     def update(self, host_config: dict) -> None:
         """Apply ``host_config`` (the container's whole HostConfig after the
@@ -652,6 +663,11 @@ class Cgroup:
                         e.add_note(f"removing cgroup {path}; processes still in it: {_procs(path)}")
                         raise
                     time.sleep(0.02)
+        remove_if_empty(self.parent_dirs())
+
+    def parent_dirs(self) -> list[str]:
+        """The ``dockyard[/...]`` directories above this cgroup, deepest first."""
+        return [path for path in reversed(self.directories()) if not path.endswith("/" + self.container_id)]
 
     # -- reading: OOM kills and docker stats --
 
@@ -793,6 +809,18 @@ def host_memory() -> int:
             if line.startswith("MemTotal:"):
                 return int(line.split()[1]) * 1024
     return 0
+
+
+def remove_if_empty(paths: list[str]) -> None:
+    """rmdir each cgroup directory that has no child cgroup left (the last
+    container's removal takes the ``dockyard`` parents with it, so nothing
+    of ours stays in /sys/fs/cgroup). A parent that still has children
+    refuses with EBUSY: it stays, as it should."""
+    for path in paths:
+        try:
+            os.rmdir(path)
+        except OSError:
+            pass
 
 
 # -- starting the kernel's slow step early -----------------------------------------

@@ -496,6 +496,8 @@ def monitor_args(container, pid: int, started_at: str, stdio: Stdio, listen_fd: 
             args += ["--oom-file", str(path)]
         for path in cgroup.dirs:
             args += ["--cgroup", str(path)]
+        for path in cgroup.parent_dirs():
+            args += ["--cgroup-parent", str(path)]
     if host.get("AutoRemove"):
         args.append("--auto-remove")
     return args

@@ -70,6 +70,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--log-max-file", type=int, default=1)
     p.add_argument("--oom-file", action="append", default=[])
     p.add_argument("--cgroup", action="append", default=[])
+    p.add_argument("--cgroup-parent", action="append", default=[])
     p.add_argument("--restart", default="no")
     p.add_argument("--restart-max", type=int, default=0)
     p.add_argument("--restart-count", type=int, default=0)
@@ -529,6 +530,12 @@ class Monitor:
                     if e.errno != errno.EBUSY:
                         break
                     time.sleep(0.01)
+        # Then the dockyard parents, if this was the last container (EBUSY: not).
+        for path in self.args.cgroup_parent:
+            try:
+                os.rmdir(path)
+            except OSError:
+                pass
 
     def finish(self) -> None:
         a = self.args

@@ -429,3 +429,24 @@ def test_warm_up_moves_us_only_where_we_are():
     cgroups.warm_up(layout)
     assert open("/proc/self/cgroup").read() == before
     cgroups.warm_up(cgroups.CgroupLayout("none"))   # nothing to do, no error
+
+
+@needs_cgroups
+def test_the_last_container_takes_the_parent_directories_with_it():
+    """Nothing of ours stays in /sys/fs/cgroup: removing the last container's
+    cgroup removes the parent directories too; an earlier one leaves them."""
+    parent = "dockyard-test-parents"
+    first, second = (Cgroup(f"test-{next(_ids)}", parent=parent) for _ in range(2))
+    first.create({})
+    second.create({})
+    parents = first.parent_dirs()
+    assert parents and all(os.path.isdir(p) for p in parents)
+    first.remove()
+    assert all(os.path.isdir(p) for p in parents), "the second container still needs them"
+    second.create({})            # idempotent, and with the parents there
+    second.remove()
+    assert not any(os.path.exists(p) for p in parents)
+    first.create({})             # and they come back for the next container
+    assert first.exists()
+    first.remove()
+    assert not any(os.path.exists(p) for p in parents)

@@ -92,4 +92,6 @@ def test_an_exited_container_keeps_no_cgroup(cli, monitor_kind):
     while group.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not group.exists()
+    if not cgroups.leftovers():  # it was the only container: the dockyard parents went too
+        assert not any(os.path.exists(p) for p in group.parent_dirs())
     cli("rm", cid)

@@ -479,6 +479,20 @@ static void stdin_add(const char *data, size_t len)
 
 static int child_exited;     /* waitpid has reported the container */
 static int wait_status;
+
+/* Reap every child that has exited; only the container matters. When it is
+ * among them, note its status and when its output began to drain. */
+static void reap_children(struct timespec *drain_start)
+{
+    int status;
+    pid_t p;
+    while ((p = waitpid(-1, &status, WNOHANG)) > 0)
+        if (p == opt.pid) {
+            child_exited = 1;
+            wait_status = status;
+            clock_gettime(CLOCK_MONOTONIC, drain_start);
+        }
+}
 static char name_buf[256];
 
 static void handle_frame(int stream, char *data, size_t len)
@@ -820,16 +834,7 @@ int main(int argc, char **argv)
      * unblocked SIGCHLD is not left pending: signal(7)). Look once now; from
      * here on SIGCHLD is blocked and waits in the signalfd. */
     struct timespec drain_start = {0};
-    {
-        int status;
-        pid_t p;
-        while ((p = waitpid(-1, &status, WNOHANG)) > 0)
-            if (p == opt.pid) {
-                child_exited = 1;
-                wait_status = status;
-                clock_gettime(CLOCK_MONOTONIC, &drain_start);
-            }
-    }
+    reap_children(&drain_start);
     for (;;) {
         int open_outputs = 0;
         for (int i = 0; i < noutputs; i++) open_outputs += outputs[i].fd >= 0;
@@ -887,15 +892,7 @@ int main(int argc, char **argv)
                         if (!child_exited) kill(opt.pid, SIGKILL);
                     }
                 }
-                /* Reap every child; only the container matters. */
-                int status;
-                pid_t p;
-                while ((p = waitpid(-1, &status, WNOHANG)) > 0)
-                    if (p == opt.pid) {
-                        child_exited = 1;
-                        wait_status = status;
-                        clock_gettime(CLOCK_MONOTONIC, &drain_start);
-                    }
+                reap_children(&drain_start);
             } else if (kind[k] == 'l') {
                 int fd;
                 while ((fd = accept4(opt.listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK)) >= 0)

@@ -104,7 +104,15 @@ def created_containers(root: Path) -> set[str]:
         lines = (Path(root) / "events.jsonl").read_text().splitlines()
     except FileNotFoundError:
         return set()
-    return {json.loads(line)["id"] for line in lines if '"create"' in line}
+    ids = set()
+    for line in lines:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue  # a line being written right now
+        if event.get("Action") == "create":
+            ids.add(event["id"])
+    return ids
 
 
 def tree_digest(path: Path) -> dict[str, str]:

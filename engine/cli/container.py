@@ -47,14 +47,7 @@ def add_create_options(p) -> None:
     p.add_argument("--cap-add", action="append", default=[], metavar="CAP", help="add a Linux capability")
     p.add_argument("--cap-drop", action="append", default=[], metavar="CAP", help="drop a Linux capability")
     p.add_argument("--privileged", action="store_true", help="give extended privileges to this container")
-    p.add_argument("-m", "--memory", metavar="BYTES", help="memory limit (e.g. 64m)")
-    p.add_argument("--memory-swap", metavar="BYTES", help="memory plus swap limit; -1 for unlimited swap")
-    p.add_argument("--cpus", metavar="NUMBER", help="number of CPUs (e.g. 0.5)")
-    p.add_argument("-c", "--cpu-shares", type=int, metavar="SHARES", help="CPU shares (relative weight)")
-    p.add_argument("--cpu-period", type=int, metavar="MICROSECONDS", help="CPU CFS period")
-    p.add_argument("--cpu-quota", type=int, metavar="MICROSECONDS", help="CPU CFS quota")
-    p.add_argument("--cpuset-cpus", metavar="CPUS", help="CPUs in which to allow execution (0-1, 0,1)")
-    p.add_argument("--pids-limit", type=int, metavar="N", help="tune the container's pids limit")
+    add_resource_options(p)
     p.add_argument("--ulimit", action="append", default=[], metavar="NAME=SOFT[:HARD]", help="ulimit options")
     p.add_argument("--log-opt", action="append", default=[], metavar="KEY=VALUE",
                    help="json-file log options: max-size=10m, max-file=3")
@@ -63,6 +56,18 @@ def add_create_options(p) -> None:
     p.add_argument("--help", action="help", help="show this help message and exit")
     p.add_argument("image", metavar="IMAGE", nargs="?")
     p.add_argument("command", metavar="COMMAND", nargs=argparse.REMAINDER)
+
+
+def add_resource_options(p) -> None:
+    """The cgroup limits, shared by ``run``/``create`` and ``update``."""
+    p.add_argument("-m", "--memory", metavar="BYTES", help="memory limit (e.g. 64m)")
+    p.add_argument("--memory-swap", metavar="BYTES", help="memory plus swap limit; -1 for unlimited swap")
+    p.add_argument("--cpus", metavar="NUMBER", help="number of CPUs (e.g. 0.5)")
+    p.add_argument("-c", "--cpu-shares", type=int, metavar="SHARES", help="CPU shares (relative weight)")
+    p.add_argument("--cpu-period", type=int, metavar="MICROSECONDS", help="CPU CFS period")
+    p.add_argument("--cpu-quota", type=int, metavar="MICROSECONDS", help="CPU CFS quota")
+    p.add_argument("--cpuset-cpus", metavar="CPUS", help="CPUs in which to allow execution (0-1, 0,1)")
+    p.add_argument("--pids-limit", type=int, metavar="N", help="tune the container's pids limit (-1 for unlimited)")
 
 
 def create_kwargs(args) -> dict:

@@ -13,6 +13,7 @@ import os
 import sys
 import time
 
+from .container import _each, add_resource_options
 from .rows import Row, truncate_id
 
 STATS_FORMAT = ("table {{.ID}}\t{{.Name}}\t{{.CPUPerc}}\t{{.MemUsage}}\t{{.MemPerc}}\t{{.NetIO}}\t"
@@ -66,14 +67,7 @@ def register(commands) -> None:
     p.set_defaults(func=cmd_stats)
 
     p = commands.add_parser("update", help="Update configuration of one or more containers")
-    p.add_argument("-m", "--memory", metavar="BYTES", help="memory limit (e.g. 64m)")
-    p.add_argument("--memory-swap", metavar="BYTES", help="memory plus swap limit; -1 for unlimited swap")
-    p.add_argument("--cpus", metavar="NUMBER", help="number of CPUs (e.g. 0.5)")
-    p.add_argument("-c", "--cpu-shares", type=int, metavar="SHARES", help="CPU shares (relative weight)")
-    p.add_argument("--cpu-period", type=int, metavar="MICROSECONDS", help="limit CPU CFS period")
-    p.add_argument("--cpu-quota", type=int, metavar="MICROSECONDS", help="limit CPU CFS quota")
-    p.add_argument("--cpuset-cpus", metavar="CPUS", help="CPUs in which to allow execution (0-1, 0,1)")
-    p.add_argument("--pids-limit", type=int, metavar="N", help="tune the container's pids limit (-1 for unlimited)")
+    add_resource_options(p)
     p.add_argument("--restart", metavar="POLICY", help="restart policy to apply when a container exits")
     p.add_argument("containers", metavar="CONTAINER", nargs="+")
     p.set_defaults(func=cmd_update)
@@ -245,7 +239,6 @@ def cmd_stats(engine, args) -> int:
 
 
 def cmd_update(engine, args) -> int:
-    from .container import _each
 
     options = {key: value for key, value in dict(
         mem_limit=args.memory, memswap_limit=args.memory_swap, cpus=args.cpus,

@@ -254,6 +254,15 @@ def terminal_size(fd: int) -> tuple[int, int] | None:
     return size.lines, size.columns
 
 
+def set_size(fd: int, rows: int, cols: int) -> None:
+    """Give the terminal ``fd`` (a pty master) its window size (TIOCSWINSZ, tty_ioctl(4))."""
+    import fcntl
+    import struct
+    import termios
+
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
 @contextmanager
 def raw_terminal(fd: int | None):
     """Put the terminal on ``fd`` in raw mode for the block, then restore it.

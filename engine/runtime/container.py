@@ -288,15 +288,13 @@ class Container:
         done, whichever way that happens. If *we* are killed meanwhile, the
         container runs on under its monitor.
         """
-        from . import launcher
+        from . import attach, launcher
 
         if stdio is not None and output is None:
             targets = {1: stdio[1] if stdio[1] >= 0 else 1, 2: stdio[2] if stdio[2] >= 0 else 2}
 
             def output(stream, data):
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(targets[stream], view):]
+                attach._write_all(targets[stream], data)
         auto_remove = bool(self.attrs["HostConfig"].get("AutoRemove"))
         self._check_startable()
         try:
@@ -815,15 +813,15 @@ class Container:
         from .commit import commit
         name = repository if (repository is None or tag is None) else f"{repository}:{tag}"
         self.reload()
-        freeze = pause and self.attrs["State"]["Running"] and not self.attrs["State"]["Paused"] \
-            and self._cgroup() is not None
-        if freeze:
-            self._cgroup().freeze()
+        state = self.attrs["State"]
+        cgroup = self._cgroup() if pause and state["Running"] and not state["Paused"] else None
+        if cgroup is not None:
+            cgroup.freeze()
         try:
             return commit(self._engine, self, name, message=message, author=author, changes=changes)
         finally:
-            if freeze:
-                self._cgroup().thaw()
+            if cgroup is not None:
+                cgroup.thaw()
 
 
 class ContainerStore:

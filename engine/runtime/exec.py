@@ -78,6 +78,7 @@ from .. import _native
 from ..errors import CommandNotExecutable, CommandNotFound, Conflict, EngineError, UsageError
 from . import plan as P
 from . import process
+from .attach import _write_all, set_size
 from .container import merge_env, process_start_time, runtime_env
 from .profile import container_capabilities, last_cap, own_capabilities
 from .user import ExecUser
@@ -373,20 +374,6 @@ class ExecProcess(process.ContainerProcess):
             raise EngineError("exec: the process did not report the PID of the command "
                               f"(it exited with status {self.status})")
 
-    def _read_message(self) -> tuple[int, int] | None:
-        data = b""
-        while len(data) < 8:
-            try:
-                chunk = os.read(self._error_fd, 8 - len(data))
-            except InterruptedError:
-                continue
-            if not chunk:
-                if data:
-                    raise EngineError("exec: short report from the child")
-                return None
-            data += chunk
-        return struct.unpack("=ii", data)
-
     def reap_exec(self) -> int | None:
         """Wait for the command's process; its status as the shell reports it
         (None if it is not our child: ``-d``)."""
@@ -458,13 +445,6 @@ def open_pty(pid: int, user: ExecUser | None = None) -> tuple[int, int]:
         os.close(master)
         raise
     return master, slave
-
-
-def set_size(master: int, rows: int, cols: int) -> None:
-    import fcntl
-    import termios
-
-    fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
 
 # -- one exec, from start to exit -----------------------------------------------------
@@ -745,12 +725,6 @@ def relay_terminal(ex: Exec, *, stdin_fd: int | None, stdout_fd: int = 1) -> int
         signal.signal(signal.SIGWINCH, previous)
         ex.close()
     return ex.wait()
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
 
 
 @contextmanager

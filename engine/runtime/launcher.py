@@ -53,9 +53,7 @@ import json
 import os
 import signal
 import socket
-import struct
 import sys
-import termios
 import threading
 import time
 from pathlib import Path
@@ -136,7 +134,7 @@ class Stdio:
         if config.get("Tty"):
             master, slave = os.openpty()
             if tty_size:
-                fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", tty_size[0], tty_size[1], 0, 0))
+                attach.set_size(master, *tty_size)
             self.for_container = (slave, slave, slave)
             self.container_side = [slave]
             self.monitor_args = [("--pty", master)]

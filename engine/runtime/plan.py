@@ -718,6 +718,12 @@ class Plan:
             step = type(step)(**{**step.__dict__, "why": why})
         self.steps.append(step)
 
+    @property
+    def waits_for_engine(self) -> bool:
+        """Does the child stop for the engine's go (a :class:`WaitForEngine` step)?
+        Without one, the compiled spawner clones as vfork does (_native/spawn.pyx)."""
+        return any(isinstance(step, WaitForEngine) for step in self.steps)
+
     def ops(self) -> list[Op]:
         """The steps as the child executes them (the exec is passed separately)."""
         return [step.op() for step in self.steps]
@@ -753,7 +759,7 @@ class Plan:
         if self.namespaces:
             # Without a wait-for-engine step the compiled spawner clones as
             # vfork does: sharing our memory, the engine asleep until the exec.
-            if not any(isinstance(s, WaitForEngine) for s in self.steps):
+            if not self.waits_for_engine:
                 clone = "CLONE_VM|CLONE_VFORK|" + clone
             entries = [(f"unshare {unshare} --fork", f"clone({clone}|SIGCHLD)",
                         "\n".join(f"{ns}: {NAMESPACES[ns][2]}" for ns in self.namespaces))]

@@ -22,7 +22,7 @@ import struct
 
 from .. import _native
 from ..errors import CommandNotExecutable, CommandNotFound, SpawnError
-from .plan import OP_SYNC, Plan
+from .plan import Plan
 
 _compiled = _native.load("spawn")
 if _compiled is not None:
@@ -73,8 +73,23 @@ class ContainerProcess:
 
     def wait_started(self) -> None:
         """Block until the command runs; raise what the child reported otherwise."""
-        if any(op.code == OP_SYNC for op in self.plan.ops()):
+        if self.plan.waits_for_engine:
             self.release()
+        try:
+            message = self._read_message()
+        except SpawnError:
+            self.wait()
+            raise
+        finally:
+            os.close(self._error_fd)
+            self._error_fd = -1
+        if message is not None:
+            self.wait()
+            raise self._error(*message)
+
+    def _read_message(self) -> tuple[int, int] | None:
+        """One ``(stage, value)`` report (two native int32) from the error pipe,
+        or None at its end (the command runs: execve closed the pipe)."""
         data = b""
         while len(data) < 8:
             try:
@@ -82,17 +97,11 @@ class ContainerProcess:
             except InterruptedError:
                 continue
             if not chunk:
-                break
+                if data:
+                    raise SpawnError("report", errno_codes.EIO, "short error report from the child")
+                return None
             data += chunk
-        os.close(self._error_fd)
-        self._error_fd = -1
-        if len(data) == 8:
-            stage, err = struct.unpack("=ii", data)
-            self.wait()
-            raise self._error(stage, err)
-        if data:
-            self.wait()
-            raise SpawnError("report", errno_codes.EIO, "short error report from the child")
+        return struct.unpack("=ii", data)
 
     def _error(self, stage: int, err: int) -> SpawnError:
         if stage == len(self.plan.steps):

@@ -39,8 +39,8 @@ import stat
 from dataclasses import dataclass
 
 from ..errors import EngineError, SpawnError
+from .commit import _is_opaque, _is_whiteout  # overlay's whiteouts, as docker diff reads them
 
-WHITEOUT_XATTR = "trusted.overlay.opaque"
 MAX_SYMLINKS = 40            # the kernel's limit on links followed in one lookup (path_resolution(7))
 MAX_DATABASE_SIZE = 4 << 20  # a 10 GB /etc/passwd in an image must not exhaust the engine
 MAX_ID = 2**31 - 1           # moby/sys/user: ids must be in range 0-2147483647
@@ -80,17 +80,6 @@ class ExecUser:
 
 
 # -- the merged root, read from its layer directories ---------------------------
-
-
-def _is_whiteout(st: os.stat_result) -> bool:
-    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
-
-
-def _is_opaque(path: str) -> bool:
-    try:
-        return os.getxattr(path, WHITEOUT_XATTR, follow_symlinks=False) == b"y"
-    except OSError:
-        return False
 
 
 def _components(path: str) -> list[str]:

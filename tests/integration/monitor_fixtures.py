@@ -15,6 +15,8 @@ import time
 
 import pytest
 
+from support import created_containers
+
 
 @pytest.fixture(params=["compiled", "twin"])
 def monitor(request, monkeypatch):
@@ -53,21 +55,7 @@ def monitor_processes(root) -> list[tuple[int, str]]:
     return found
 
 
-def container_ids(root) -> set[str]:
-    """Every container this root ever created (from its event log)."""
-    ids = set()
-    try:
-        with open(os.path.join(root, "events.jsonl")) as f:
-            for line in f:
-                try:
-                    event = json.loads(line)
-                except ValueError:
-                    continue
-                if event.get("Action") == "create":
-                    ids.add(event["id"])
-    except FileNotFoundError:
-        pass
-    return ids
+container_ids = created_containers  # every container this root ever created
 
 
 @pytest.fixture

@@ -204,6 +204,55 @@ class ImageCollection:
                         "Size": size, "Comment": entry.get("comment", "")})
         return list(reversed(out))
 
+    def build(self, path: str | os.PathLike | None = None, tag=None, *, dockerfile: str | None = None,
+              fileobj=None, custom_context: bool = False, buildargs: dict | None = None,
+              target: str | None = None, nocache: bool = False, labels=None,
+              network_mode: str | None = None, progress=None):
+        """``docker build``: an image from a Dockerfile; returns ``(image, steps)``.
+
+        The context is the directory ``path`` (its ``.dockerignore`` applies;
+        the Dockerfile is ``dockerfile``, relative to the current directory
+        as ``-f``, else ``path/Dockerfile``); or ``fileobj``: a tar stream of
+        the context when ``custom_context`` (docker-py's name), else the
+        Dockerfile itself (text, bytes or a file object), with no context.
+
+        ``tag``: a name or a list of names, applied only if the whole build
+        succeeds. ``buildargs``: ``{"NAME": "value"}`` for ARG. ``target``:
+        the stage to stop at. ``nocache``: rebuild every step. ``labels``:
+        added to the final image. ``network_mode``: "none" (default) or
+        "host" for RUN steps. ``progress(event)``: called with each
+        :class:`~engine.build.builder.Event` as the build goes.
+
+        ``steps`` is the build log: one :class:`~engine.build.builder.Step`
+        per instruction, saying whether it was CACHED and, if not, why.
+        Raises :class:`~engine.build.builder.BuildError` when a step fails
+        (nothing is tagged) and :class:`~engine.build.dockerfile.DockerfileError`
+        for a malformed Dockerfile, with the line.
+        """
+        from .build.builder import Builder
+        from .build.context import BuildContext
+
+        tags = [tag] if isinstance(tag, str) else list(tag or [])
+        self._engine.check_host()
+        if fileobj is not None and custom_context:
+            self._engine.layout.builds.mkdir(parents=True, exist_ok=True)
+            scratch_dir = self._engine.layout.builds / f"context-{os.getpid()}-{os.urandom(6).hex()}"
+            context = BuildContext.from_tar(fileobj, str(scratch_dir), dockerfile or "Dockerfile")
+        elif fileobj is not None:
+            text = fileobj if isinstance(fileobj, (str, bytes)) else fileobj.read()
+            if isinstance(text, bytes):
+                text = text.decode("utf-8")
+            context = BuildContext.from_directory(str(path), dockerfile_text=text) if path is not None \
+                else BuildContext.without_files(text)
+        elif path is not None:
+            context = BuildContext.from_directory(str(path), dockerfile)
+        else:
+            raise UsageError("build needs a context: path=DIR, or fileobj=")
+        with context:
+            return Builder(self._engine, context, tags=tags, buildargs=buildargs, target=target,
+                           nocache=nocache, labels=labels, network_mode=network_mode,
+                           progress=progress).build()
+
     def get_or_pull(self, name: str, on_pull=None) -> Image:
         try:
             return self.get(name)

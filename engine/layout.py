@@ -49,6 +49,7 @@ class Layout:
         self.containers = self.root / "containers"
         self.names = self.root / "names"
         self.locks = self.root / "locks"
+        self.builds = self.root / "builds"  # a running build's scratch space (build/builder.py)
 
     def blob(self, digest: str) -> Path:
         algorithm, _, hexpart = digest.partition(":")

@@ -31,9 +31,7 @@ import os
 import stat
 
 from ..errors import EngineError
-from ..image import mediatype, reference
-from ..image.manifest import canonical
-from .container import now
+from ..image import reference
 
 WHITEOUT_XATTR = "trusted.overlay.opaque"
 
@@ -129,54 +127,18 @@ def commit(engine, container, repository: str | None = None, *, message: str = "
            author: str = "", changes: list[str] | None = None):
     """``docker commit``: a new image = the container's image + its writable layer."""
     from ..image.changes import apply as apply_changes
-    from ..layer import create_layer
+    from ..image.child import make_child
 
     tag = str(reference.parse(repository)) if repository else None  # refuse bad names first
     base = engine.image_store.load(container.attrs["Dockyard"]["ManifestDigest"])
     run_config = apply_changes(copy.deepcopy(container.attrs["Config"]), changes or [])
-    docker_family = base.manifest.media_type == mediatype.DOCKER_MANIFEST
-    created = now()
     upper = container.path / "upper"
     if not upper.is_dir():
         raise EngineError(f"container {container.name} has no writable layer to commit")
-
-    with engine.content.lease():
-        with engine.content.writer() as w:
-            result = create_layer(str(upper), w, whiteouts=True)
-            layer_digest = w.commit(result.digest, what="committed layer")
-        empty = result.diff_id == mediatype.EMPTY_TAR_DIGEST
-        config = copy.deepcopy(base.config)
-        config["created"] = created
-        if author:
-            config["author"] = author
-        config["container"] = container.id
-        config["config"] = run_config
-        history = config.setdefault("history", [])
-        entry = {"created": created, "created_by": " ".join(container.attrs["Config"].get("Cmd") or [])}
-        if author:
-            entry["author"] = author
-        if message:
-            entry["comment"] = message
-        if empty:
-            entry["empty_layer"] = True
-        else:
-            config["rootfs"]["diff_ids"] = [*config["rootfs"]["diff_ids"], result.diff_id]
-        history.append(entry)
-        config_bytes = canonical(config)
-        config_digest = engine.content.put(config_bytes, what="committed config")
-        layers = [layer.to_json() for layer in base.layers]
-        if not empty:
-            layers.append({"mediaType": mediatype.DOCKER_LAYER if docker_family else mediatype.OCI_LAYER,
-                           "digest": layer_digest, "size": result.size})
-        manifest = {
-            "schemaVersion": 2,
-            "mediaType": base.manifest.media_type,
-            "config": {"mediaType": base.manifest.config.media_type or mediatype.OCI_CONFIG,
-                       "digest": config_digest, "size": len(config_bytes)},
-            "layers": layers,
-        }
-        manifest_digest = engine.content.put(canonical(manifest), what="committed manifest")
-        engine.image_store.add(manifest_digest, tag, parent=base.manifest_digest)
-    image = engine.image_store.load(manifest_digest)
-    engine.snapshots.ensure(image)  # extract it now, as docker does (and verify the diff_id)
-    return engine.image_store.load(manifest_digest)
+    entry = {"created_by": " ".join(container.attrs["Config"].get("Cmd") or [])}
+    if author:
+        entry["author"] = author
+    if message:
+        entry["comment"] = message
+    return make_child(engine, base, run_config=run_config, entry=entry, upper=str(upper), tag=tag,
+                      author=author or None, container_id=container.id)

@@ -220,12 +220,24 @@ def parse_labels(labels) -> dict:
     return out
 
 
+NETWORK_MODES = ("none", "host")
+
+
 def host_config(*, auto_remove: bool = False, mem_limit=None, memswap_limit=None, nano_cpus=None,
                 cpus=None, cpu_shares=None, cpu_period=None, cpu_quota=None, cpuset_cpus=None,
                 pids_limit=None, ulimits=None, cap_add=(), cap_drop=(), privileged: bool = False,
                 read_only: bool = False, tmpfs=None, volumes=None, init: bool = False,
-                restart_policy=None, log_config=None) -> dict:
-    """The ``HostConfig`` of a new container, docker's field names, checked."""
+                restart_policy=None, log_config=None, network_mode: str | None = None) -> dict:
+    """The ``HostConfig`` of a new container, docker's field names, checked.
+
+    ``network_mode``: "none" (the default until Dockyard has bridges: a
+    network namespace with only loopback) or "host" (no network namespace:
+    the host's interfaces, as ``docker run --network host``).
+    """
+    network_mode = network_mode or "none"
+    if network_mode not in NETWORK_MODES:
+        raise UsageError(f"network mode {network_mode!r} is not available: Dockyard supports "
+                         f"{' and '.join(NETWORK_MODES)} (bridge networks are not built yet)")
     memory = parse_bytes(mem_limit, "--memory") if mem_limit not in (None, "", 0) else 0
     if memory and memory < 6 * 1024 * 1024:
         raise UsageError("Minimum memory limit allowed is 6MB")
@@ -260,7 +272,7 @@ def host_config(*, auto_remove: bool = False, mem_limit=None, memswap_limit=None
     capability_set(cap_add, cap_drop, privileged)  # refuses unknown names now, not at start
     return {
         "AutoRemove": bool(auto_remove),
-        "NetworkMode": "none",
+        "NetworkMode": network_mode,
         "Privileged": bool(privileged),
         "ReadonlyRootfs": bool(read_only),
         "CapAdd": [capability(c) for c in cap_add] or None,

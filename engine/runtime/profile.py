@@ -257,7 +257,10 @@ def container_plan(overlay, argv: list[str], env: list[str], config: dict, host_
     privileged = bool(hc.get("Privileged"))
     root = overlay.target
     workdir = config.get("WorkingDir") or "/"
-    plan = Plan(namespaces=NAMESPACES, title=title)
+    host_network = hc.get("NetworkMode") == "host"
+    # --network host: no network namespace, the host's interfaces (docker's "host" mode).
+    namespaces = tuple(ns for ns in NAMESPACES if ns != "net") if host_network else NAMESPACES
+    plan = Plan(namespaces=namespaces, title=title)
     container_dir = os.path.dirname(root)
     snapshots = os.path.commonpath(overlay.lower) if len(overlay.lower) > 1 \
         else os.path.dirname(overlay.lower[0])
@@ -338,7 +341,8 @@ def container_plan(overlay, argv: list[str], env: list[str], config: dict, host_
                  "--read-only: the container's layer cannot be written (/dev, /proc, volumes and "
                  "--tmpfs are other mounts and keep their own flags)")
     plan.add(SetHostname(config.get("Hostname") or "localhost"), "in the new UTS namespace only")
-    plan.add(LoopbackUp(), "the new network namespace has only lo, and it starts down")
+    if not host_network:
+        plan.add(LoopbackUp(), "the new network namespace has only lo, and it starts down")
     plan.add(ChangeDir(workdir), "after pivot_root: the working directory is inside the container")
 
     # 9.-12. Limits, then credentials, narrowest last.

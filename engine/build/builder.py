@@ -339,7 +339,7 @@ class Builder:
         return number
 
     def _start(self, number, total, stage: _Stage, ins: D.Instruction) -> Step:
-        step = Step(number or 0, total, stage.name or str(stage.index), ins.keyword,
+        step = Step(number or 0, total, stage.name or f"stage-{stage.index}", ins.keyword,
                     " ".join(ins.original.split()) if "\n" in ins.original else ins.original.strip(),
                     ins.start_line)
         self.steps.append(step)
@@ -801,7 +801,7 @@ class Builder:
     def _label_step(self, stage: _Stage, image, number: int, total: int):
         """``--label k=v``: one more LABEL step on the final image, as the classic builder adds."""
         text = "LABEL " + " ".join(f'{k}="{v}"' for k, v in sorted(self.labels.items()))
-        ins = D.parse(text, "--label")[0]
+        ins = D.parse("FROM scratch\n" + text, "--label")[1]
         state = _State(image, copy.deepcopy(image.run_config))
         state.changed = any(s.cached is False for s in self.steps)
         self._meta_args = getattr(self, "_meta_args", {})

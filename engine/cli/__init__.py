@@ -47,6 +47,7 @@ COMMANDS = {
     "exec": "processes", "top": "processes", "stats": "processes", "update": "processes",
     "images": "image", "tag": "image", "rmi": "image", "history": "image",
     "pull": "system", "version": "system", "info": "system", "doctor": "system",
+    "build": "build",
     "save": "archive", "load": "archive", "import": "archive", "export": "archive",
     # management commands: `image ls`, `container rm`, `system df`...
     "image": "manage", "container": "manage", "system": "manage",

@@ -17,7 +17,7 @@ GROUPS = {
         "ls": ("image", "images"), "rm": ("image", "rmi"), "inspect": ("container", "inspect"),
         "history": ("image", "history"), "tag": ("image", "tag"), "prune": ("image", "prune"),
         "save": ("archive", "save"), "load": ("archive", "load"), "import": ("archive", "import"),
-        "pull": ("system", "pull"),
+        "pull": ("system", "pull"), "build": ("build", "build"),
     }),
     "container": ("Manage containers", {
         "ls": ("container", "ps"), "rm": ("container", "rm"), "inspect": ("container", "inspect"),

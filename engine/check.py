@@ -112,6 +112,8 @@ def check(engine, *, rehash: bool = True) -> list[Finding]:
                     leftover(f"snapshots/{name}", "an extraction that was interrupted")
             elif not name.endswith(".json") and name not in live_snapshots:
                 leftover(f"snapshots/{name}", "an extracted layer no image needs (orphan)")
+    for name in gc.stale_builds(engine):
+        leftover(f"builds/{name}", "the scratch space of a build that was interrupted")
     present = {d for d, _, _ in entries}
     if layout.imagedb.exists():
         for meta in sorted(os.listdir(layout.imagedb)):
@@ -158,7 +160,7 @@ def repair(engine) -> list[Finding]:
     removed = []
     for finding in leftovers:
         what = finding.what
-        if what.startswith(("blob ", "ingest/", "snapshots/")):
+        if what.startswith(("blob ", "ingest/", "snapshots/", "builds/")):
             if collected.ran:
                 removed.append(finding)
             continue

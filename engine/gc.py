@@ -98,4 +98,24 @@ def collect(engine) -> Collected:
                     pass
                 result.snapshots.append(name)
         result.ingests = engine.content.sweep_ingest()
+        for name in stale_builds(engine):
+            shutil.rmtree(engine.layout.builds / name, ignore_errors=True)
+            result.snapshots.append(f"builds/{name}")
     return result
+
+
+def build_pid(name: str) -> str:
+    """The PID in a build scratch directory's name: ``<pid>-<hex>`` or ``context-<pid>-<hex>``."""
+    return name.removeprefix("context-").split("-")[0]
+
+
+def stale_builds(engine) -> list[str]:
+    """Build scratch directories (``builds/``) whose build process is gone.
+
+    A build removes its own when it ends; one killed half-way leaves its
+    directory (its mounts were in a private mount namespace that died with
+    the child, so there is nothing to unmount)."""
+    if not engine.layout.builds.exists():
+        return []
+    return [name for name in sorted(os.listdir(engine.layout.builds))
+            if not os.path.exists(f"/proc/{build_pid(name)}") or not build_pid(name).isdigit()]

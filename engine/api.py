@@ -211,8 +211,8 @@ class ImageCollection:
         """``docker build``: an image from a Dockerfile; returns ``(image, steps)``.
 
         The context is the directory ``path`` (its ``.dockerignore`` applies;
-        the Dockerfile is ``dockerfile``, relative to the current directory
-        as ``-f``, else ``path/Dockerfile``); or ``fileobj``: a tar stream of
+        the Dockerfile is ``dockerfile``, a path inside the context as in
+        docker-py, else ``path/Dockerfile``); or ``fileobj``: a tar stream of
         the context when ``custom_context`` (docker-py's name), else the
         Dockerfile itself (text, bytes or a file object), with no context.
 
@@ -245,6 +245,8 @@ class ImageCollection:
             context = BuildContext.from_directory(str(path), dockerfile_text=text) if path is not None \
                 else BuildContext.without_files(text)
         elif path is not None:
+            if dockerfile is not None and not os.path.isabs(dockerfile):
+                dockerfile = os.path.join(str(path), dockerfile)
             context = BuildContext.from_directory(str(path), dockerfile)
         else:
             raise UsageError("build needs a context: path=DIR, or fileobj=")

@@ -185,6 +185,7 @@ class Builder:
         needed = self._needed(stages, meta_args)
         total = sum(1 + len(s.instructions) for s in stages if s.index in needed) + bool(self.labels)
         self._emit("context", data=self.context.size if self.context.root is not None else 0)
+        self._preflight(stages, needed, meta_args, total)
         self.cache = BuildCache(self.engine.image_store)
         self.engine.layout.builds.mkdir(parents=True, exist_ok=True)
         self.scratch_dir = str(self.engine.layout.builds / f"{os.getpid()}-{os.urandom(6).hex()}")
@@ -307,13 +308,7 @@ class Builder:
         step = self._start(number, total, stage, ins)
         base_name = self._from_name(ins, meta_args)
         ref = self._stage_ref(stages, base_name, stage.index)
-        if ref is not None:
-            base = ref.image
-        else:
-            try:
-                base = self.engine.images.get_or_pull(base_name)
-            except (ImageNotFound, InvalidReference) as e:
-                raise self._fail(ins, f"FROM {base_name}: {e}") from None
+        base = ref.image if ref is not None else self._base_image(ins, base_name)
         if ins.flags.get("platform"):
             self._emit("note", data=f"FROM --platform={ins.flags['platform']}: Dockyard builds "
                                     "for this machine's platform only")
@@ -337,6 +332,45 @@ class Builder:
             self._dispatch(stage, state, stages, ins, number, total)
         stage.image = state.image
         return number
+
+    def _base_image(self, ins: D.Instruction, name: str):
+        try:
+            return self.engine.images.get_or_pull(name)
+        except (ImageNotFound, InvalidReference) as e:
+            raise self._fail(ins, f"FROM {name}: {e}") from None
+
+    def _preflight(self, stages: list[_Stage], needed: set[int], meta_args: dict, total: int) -> None:
+        """Check the whole build before anything runs, so that bad input leaves the store as it was.
+
+        Every needed stage is walked with its config evolving as the steps
+        say (RUN never changes the config, so this needs no container):
+        base images and stages must exist, substitutions must work, COPY
+        sources must be in the context, ports, signals and modes must parse.
+        What only a running step can tell (a RUN's exit status, a --chown
+        user a RUN creates, files of another stage) is checked when it runs.
+        """
+        configs: dict[int, dict] = {}
+        used = set(self.used_args)
+        self._meta_args = meta_args
+        for stage in stages:
+            if stage.index not in needed:
+                continue
+            base_name = self._from_name(stage.from_, meta_args)
+            ref = self._stage_ref(stages, base_name, stage.index)
+            config = copy.deepcopy(configs[ref.index] if ref is not None
+                                   else self._base_image(stage.from_, base_name).run_config)
+            state = _State(None, config)
+            for text in config.pop("OnBuild", None) or []:
+                try:
+                    triggers = D.parse(text, f"ONBUILD trigger of {base_name}")
+                except D.DockerfileError as e:
+                    raise self._fail(stage.from_, str(e)) from None
+                for trigger in triggers:
+                    self._dispatch(stage, state, stages, trigger, None, total, dry=True)
+            for ins in stage.instructions:
+                self._dispatch(stage, state, stages, ins, None, total, dry=True)
+            configs[stage.index] = state.config
+        self.used_args = used  # the real pass records them again
 
     def _start(self, number, total, stage: _Stage, ins: D.Instruction) -> Step:
         step = Step(number or 0, total, stage.name or f"stage-{stage.index}", ins.keyword,
@@ -374,9 +408,11 @@ class Builder:
             raise self._fail(ins, str(e)) from None
 
     def _dispatch(self, stage: _Stage, state: _State, stages, ins: D.Instruction,
-                  number: int | None, total: int) -> None:
+                  number: int | None, total: int, dry: bool = False) -> None:
         started = time.monotonic()
-        step = self._start(number, total, stage, ins)
+        step = Step(0, total, "", ins.keyword, "", ins.start_line) if dry \
+            else self._start(number, total, stage, ins)
+        self._dry = dry
         env = self._env(state)
         keyword = ins.keyword
         config = copy.deepcopy(state.config)
@@ -512,6 +548,13 @@ class Builder:
         else:  # pragma: no cover - the parser knows every keyword
             raise self._fail(ins, f"unknown instruction: {keyword}")
 
+        if dry:  # the preflight: only the config evolves, nothing runs or is stored
+            state.config, state.author = config, author
+            if keyword == "CMD":
+                state.cmd_set = True
+            elif keyword == "ENTRYPOINT":
+                state.cmd_set = state_cmd
+            return
         parent = state.image.manifest_digest
         key = CacheKey(parent, text, args_key, sources_key, files)
         hit = None
@@ -593,6 +636,8 @@ class Builder:
             if many and not dest_path.endswith("/"):
                 raise self._fail(ins, "When using COPY with more than one source file, the "
                                       "destination must be a directory and end with a /")
+            if self._dry:
+                return ("copy-from", None), text, "", "", {}, label
             details = {"from": source_image, "srcs": srcs, "dest": dest_path, "uid": uid,
                        "gid": gid, "mode": mode}
             created_by = f"{' '.join(shell)} #(nop) COPY --from={source_name} {' '.join(srcs)} in {dest_path} "
@@ -609,7 +654,7 @@ class Builder:
         if many and not dest_path.endswith("/"):
             raise self._fail(ins, f"When using {ins.keyword} with more than one source file, the "
                                   "destination must be a directory and end with a /")
-        files = self.context.digests(sources) if sources else {}
+        files = self.context.digests(sources) if sources and not self._dry else {}
         checksum = sources_checksum({**files, **{u: "url" for u in urls}})
         details = {"sources": sources, "urls": urls, "dest": dest_path, "uid": uid, "gid": gid,
                    "mode": mode, "many": many}
@@ -625,6 +670,8 @@ class Builder:
         if user.isdigit() and (not group or group.isdigit()):
             uid = int(user)
             return uid, int(group) if group else uid
+        if self._dry:
+            return 0, 0  # names are looked up when the step runs: a RUN may create them
         lowers = [str(p) for p in reversed(self.engine.snapshots.ensure(state.image))]
         view = RootView(lowers)
         try:

@@ -23,9 +23,9 @@ from .output import human_size as format_size
 
 def register(commands) -> None:
     p = commands.add_parser("build", help="Build an image from a Dockerfile")
-    p.add_argument("-t", "--tag", action="append", default=[], metavar="NAME[:TAG]",
+    p.add_argument("-t", "--tag", action="append", default=[], metavar="NAME[:TAG]", type=_pflag_value,
                    help="name and optionally a tag for the image (repeatable)")
-    p.add_argument("-f", "--file", metavar="FILE",
+    p.add_argument("-f", "--file", metavar="FILE", type=_pflag_value,
                    help="the Dockerfile (default: CONTEXT/Dockerfile; '-' reads it from STDIN)")
     p.add_argument("--build-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="set a build-time variable declared with ARG (repeatable; KEY alone "
@@ -44,6 +44,12 @@ def register(commands) -> None:
     p.add_argument("context", metavar="CONTEXT",
                    help="a directory, or '-' to read a Dockerfile or a context tar from STDIN")
     p.set_defaults(func=cmd_build)
+
+
+def _pflag_value(text: str) -> str:
+    """``-t=name:tag`` (as the seeds write ``docker build -t="仓库:标记" /dir``):
+    docker's flag parser takes ``-t=x`` as the value ``x``; argparse would keep the ``=``."""
+    return text[1:] if text.startswith("=") else text
 
 
 def _build_args(items: list[str]) -> dict:

@@ -27,14 +27,16 @@ from .manifest import canonical
 
 def make_child(engine, base, *, run_config: dict, entry: dict, upper: str | None = None,
                tag: str | None = None, created: str | None = None, author: str | None = None,
-               container_id: str | None = None, meta: dict | None = None):
+               container_id: str | None = None, meta: dict | None = None, family: bool = True):
     """Store ``base`` + (the layer made from ``upper``, if it changed anything)
     with ``run_config`` as its ``config`` and ``entry`` appended to its
     history; return the new :class:`~engine.image.store.Image`.
 
     ``entry`` gets ``empty_layer: true`` when no layer is added (``upper`` is
     None or holds nothing). ``meta`` is stored with the image (imagedb) before
-    it is indexed; ``tag`` names it.
+    it is indexed; ``tag`` names it. ``family=False`` returns the image
+    without its tags and children filled in (looking them up reads every
+    image's metadata: a build, which makes one image per step, skips it).
     """
     from ..layer import create_layer
     from ..runtime.container import now
@@ -82,6 +84,6 @@ def make_child(engine, base, *, run_config: dict, entry: dict, upper: str | None
         if meta:
             engine.image_store.set_meta(manifest_digest, **meta)
         engine.image_store.add(manifest_digest, tag, parent=None if from_scratch else base.manifest_digest)
-    image = engine.image_store.load(manifest_digest)
+    image = engine.image_store.load(manifest_digest, tags=[])
     engine.snapshots.ensure(image)  # extract it now, as docker does (and verify the diff_id)
-    return engine.image_store.load(manifest_digest)
+    return engine.image_store.load(manifest_digest, tags=None if family else [])

@@ -169,6 +169,7 @@ class Builder:
         self.filename = os.path.basename(context.dockerfile_name) or "Dockerfile"
         self.scratch_dir = None
         self._containers = []
+        self._downloads: dict[str, tuple] = {}  # ADD <url>: fetched once per build
 
     # -- the whole build ----------------------------------------------------------
 
@@ -214,6 +215,7 @@ class Builder:
     def _cleanup(self) -> None:
         for container in self._containers:
             try:
+                container.reload()  # see _remove_container
                 container._remove_quietly()
             except Exception:  # noqa: BLE001 - best effort; the build's own error matters more
                 pass
@@ -322,7 +324,7 @@ class Builder:
                                     f"{'s' if len(triggers) > 1 else ''}")
         for text in triggers:
             try:
-                parsed = D.parse(text, f"ONBUILD trigger of {base_name}")
+                parsed = [_parse_trigger(text, base_name, ins.start_line)]
             except D.DockerfileError as e:
                 raise self._fail(ins, str(e)) from None
             for trigger in parsed:
@@ -362,7 +364,7 @@ class Builder:
             state = _State(None, config)
             for text in config.pop("OnBuild", None) or []:
                 try:
-                    triggers = D.parse(text, f"ONBUILD trigger of {base_name}")
+                    triggers = [_parse_trigger(text, base_name, stage.from_.start_line)]
                 except D.DockerfileError as e:
                     raise self._fail(stage.from_, str(e)) from None
                 for trigger in triggers:
@@ -513,7 +515,7 @@ class Builder:
         elif keyword == "HEALTHCHECK":
             config["Healthcheck"] = _healthcheck(ins.healthcheck)
             text = "HEALTHCHECK " + json.dumps(config["Healthcheck"], sort_keys=True)
-            created_by = nop + " " + f"HEALTHCHECK &{{{config['Healthcheck']['Test']}}}"
+            created_by = nop + " " + "HEALTHCHECK " + _go_healthcheck(config["Healthcheck"])
         elif keyword == "ONBUILD":
             config["OnBuild"] = [*(config.get("OnBuild") or []), ins.args[0]]
             text = f"ONBUILD {ins.args[0]}"
@@ -523,6 +525,10 @@ class Builder:
             for word in ins.args:
                 name, eq, default = word.partition("=")
                 value = self._expand(ins, default, env) if eq else None
+                # The step (its cache key and history) shows the default as written,
+                # never a --build-arg value (moby's dispatchArg): the RUNs that see the
+                # value carry it in their keys, and say "build args changed" when it does.
+                shown.append(f"{name}={value}" if value is not None else name)
                 if name in self.buildargs:
                     value = self.buildargs[name]
                     self.used_args.add(name)
@@ -530,7 +536,6 @@ class Builder:
                     value = self._meta_args[name]  # re-declared global ARG: its value
                 state.args[name] = value if value is not None else ""
                 env[name] = state.args[name]
-                shown.append(f"{name}={value}" if value is not None else name)
             text = "ARG " + " ".join(shown)
             created_by = nop + " " + text
         elif keyword == "RUN":
@@ -540,8 +545,14 @@ class Builder:
             args_key = tuple(sorted(run_args.items()))
             prefix = f"|{len(args_key)} " + " ".join(f"{k}={v}" for k, v in args_key) + " " if args_key else ""
             text = "RUN " + json.dumps(argv)
+            if self.network_mode != "none":  # another network can make another result
+                text += f" --network={self.network_mode}"
             created_by = prefix + " ".join(argv)
-            file_step = ("run", (argv, run_args))
+            # Predefined ARGs (proxies) reach RUN without an ARG line, but stay out
+            # of the cache key and the history (the reference, "Predefined ARGs").
+            proxies = {k: v for k, v in self.buildargs.items()
+                       if k in PREDEFINED_ARGS and k not in run_args}
+            file_step = ("run", (argv, {**run_args, **proxies}))
         elif keyword in ("COPY", "ADD"):
             file_step, text, created_by, sources_key, files, label = \
                 self._plan_copy(ins, state, stages, stage, env, config, shell)
@@ -566,7 +577,7 @@ class Builder:
             hit, reason = self.cache.lookup(key, label)
             if hit is not None:
                 try:
-                    image = self.engine.image_store.load(hit)
+                    image = self.engine.image_store.load(hit, tags=[])  # no family lookup: O(1)
                     self.engine.snapshots.ensure(image)
                 except EngineError:
                     hit, reason = None, f"{label}: the cached image is damaged"
@@ -655,7 +666,11 @@ class Builder:
             raise self._fail(ins, f"When using {ins.keyword} with more than one source file, the "
                                   "destination must be a directory and end with a /")
         files = self.context.digests(sources) if sources and not self._dry else {}
-        checksum = sources_checksum({**files, **{u: "url" for u in urls}})
+        if urls and not self._dry:
+            # docker fetches a URL at every build and compares what it got: a
+            # changed file at the same URL is a miss (its digest joins the files')
+            files = {**files, **{u: self._download(ins, u)[3] for u in urls}}
+        checksum = sources_checksum({**{u: "url" for u in urls}, **files})
         details = {"sources": sources, "urls": urls, "dest": dest_path, "uid": uid, "gid": gid,
                    "mode": mode, "many": many}
         kind = "dir" if len(sources) == 1 and sources[0].kind == "dir" and not urls else "file"
@@ -695,7 +710,7 @@ class Builder:
                 upper = self._file_step(step, ins, state, kind, file_step[1])
             return make_child(self.engine, state.image, run_config=config,
                               entry={"created_by": created_by}, upper=upper, author=author,
-                              meta={"build": key.record()})
+                              meta={"build": key.record()}, family=False)
         finally:
             if kind == "run":
                 self._remove_container()
@@ -706,6 +721,12 @@ class Builder:
         """Remove the intermediate container (docker's --rm default for builds)."""
         if self._containers:
             container = self._containers.pop()
+            # The record on disk may say "running" (the launcher wrote it) while ours
+            # is the one from create: reload it, so that removal kills the process.
+            try:
+                container.reload()
+            except EngineError:
+                pass
             container._remove_quietly()
             self._emit("removed", data=container.id)
 
@@ -762,7 +783,12 @@ class Builder:
                                                mode=details["mode"])
                 single = len(found) == 1 and found[0][1] != "dir" and len(details["srcs"]) == 1 \
                     and not any(c in details["srcs"][0] for c in "*?[")
-                steps.append(rootfs.Unpack(archive, details["dest"], single_file=single))
+                dest = details["dest"]
+                if details["uid"] is not None:  # directories the copy creates belong to --chown too
+                    into = dest.endswith("/") or not single
+                    steps.append(rootfs.MakeDirs(dest if into else posixpath.dirname(dest),
+                                                 details["uid"], details["gid"]))
+                steps.append(rootfs.Unpack(archive, dest, single_file=single))
             rootfs.apply(overlay, steps)
         except (rootfs.FileStepError, OSError) as e:
             raise BuildError(f"{self.filename}:{ins.start_line}: {ins.keyword} failed: {e}", step) from None
@@ -783,8 +809,9 @@ class Builder:
         steps, dest = [], details["dest"]
         uid = details["uid"] if details["uid"] is not None else 0
         gid = details["gid"] if details["gid"] is not None else 0
-        if details["uid"] is not None:
-            steps.append(rootfs.MakeDirs(dest if dest.endswith("/") else posixpath.dirname(dest), uid, gid))
+        if details["uid"] is not None:  # directories the copy creates belong to --chown too
+            into = dest.endswith("/") or details["many"] or any(s.kind == "dir" for s in details["sources"])
+            steps.append(rootfs.MakeDirs(dest if into else posixpath.dirname(dest), uid, gid))
         plain = []
         for source in details["sources"]:
             if ins.keyword == "ADD" and source.kind == "file":
@@ -794,8 +821,9 @@ class Builder:
                     archive = os.path.join(work, f"add-{len(steps)}.tar")
                     with self.context.open_file(source) as f, open(archive, "wb") as out:
                         shutil.copyfileobj(f, out)
-                    steps.append(rootfs.Unpack(archive, dest if dest.endswith("/") else dest + "/",
-                                               uid=details["uid"], gid=details["gid"]))
+                    # --chown does not apply to what an archive holds: its owners stay, as in
+                    # docker (classic and BuildKit alike)
+                    steps.append(rootfs.Unpack(archive, dest if dest.endswith("/") else dest + "/"))
                     continue
             plain.append(source)
         if plain:
@@ -813,18 +841,37 @@ class Builder:
     def _fetch(self, ins, url: str, archive: str, uid: int, gid: int, mode: int | None) -> None:
         """ADD <url>: download with requests; the file keeps the URL's base name and
         mode 0600 (the reference), and the Last-Modified time when the server sends one."""
-        import email.utils
         import tarfile
+
+        body, name, mtime, _ = self._download(ins, url)
+        with tarfile.open(archive, "w", format=tarfile.PAX_FORMAT) as tar:
+            info = tar.gettarinfo(body, arcname=name)
+            info.uid, info.gid, info.uname, info.gname = uid, gid, "", ""
+            info.mode = 0o600 if mode is None else mode
+            info.mtime = int(mtime)
+            with open(body, "rb") as f:
+                tar.addfile(info, f)
+
+    def _download(self, ins, url: str) -> tuple[str, str, float, str]:
+        """Fetch ``url`` once per build into the scratch directory (when the step is
+        planned, for its cache key); return (path, file name, mtime, sha256 of the body)."""
+        import email.utils
+        import hashlib
 
         import requests
 
+        downloads = self._downloads
+        if url in downloads:
+            return downloads[url]
+        body = os.path.join(self.scratch_dir, f"download-{len(downloads)}")
+        digest = hashlib.sha256()
         try:
             response = requests.get(url, timeout=60, stream=True)
             response.raise_for_status()
-            body = os.path.join(os.path.dirname(archive), os.path.basename(archive) + ".body")
             with open(body, "wb") as f:
                 for chunk in response.iter_content(1 << 16):
                     f.write(chunk)
+                    digest.update(chunk)
         except requests.RequestException as e:
             raise BuildError(f"{self.filename}:{ins.start_line}: ADD failed: {url}: {e}") from None
         name = posixpath.basename(requests.utils.urlparse(url).path) or "index.html"
@@ -834,14 +881,8 @@ class Builder:
                 mtime = email.utils.parsedate_to_datetime(response.headers["Last-Modified"]).timestamp()
             except (TypeError, ValueError):
                 pass
-        with tarfile.open(archive, "w", format=tarfile.PAX_FORMAT) as tar:
-            info = tar.gettarinfo(body, arcname=name)
-            info.uid, info.gid, info.uname, info.gname = uid, gid, "", ""
-            info.mode = 0o600 if mode is None else mode
-            info.mtime = int(mtime)
-            with open(body, "rb") as f:
-                tar.addfile(info, f)
-        os.unlink(body)
+        downloads[url] = (body, name, mtime, "sha256:" + digest.hexdigest())
+        return downloads[url]
 
     # -- --label --------------------------------------------------------------------------
 
@@ -880,6 +921,39 @@ def _parse_ports(word: str, fail) -> list[str]:
     except ValueError:
         raise fail(f"EXPOSE: invalid port: {word}") from None
     return [f"{p}/{proto}" for p in range(first, last + 1)]
+
+
+def _parse_trigger(text: str, base_name: str, line: int) -> D.Instruction:
+    """One ONBUILD trigger, parsed alone: no FROM precedes it (docker parses each one so).
+    It gets the line of the FROM that runs it, so that its errors point there."""
+    return D._instruction(text, "\\", f"ONBUILD trigger of {base_name}", line, line)
+
+
+def _go_duration(ns: int) -> str:
+    """Go's ``time.Duration.String()``: 0s, 1.5s, 5m0s, 1h0m0s, 100ms, 10µs."""
+    if ns == 0:
+        return "0s"
+    if ns < 1_000_000_000:
+        for unit, size in (("ms", 1_000_000), ("µs", 1_000), ("ns", 1)):
+            if ns >= size:
+                return f"{ns / size:g}{unit}"
+    hours, rest = divmod(ns, 3_600_000_000_000)
+    minutes, rest = divmod(rest, 60_000_000_000)
+    seconds = f"{rest / 1_000_000_000:.9f}".rstrip("0").rstrip(".") + "s"
+    if hours:
+        return f"{hours}h{minutes}m{seconds}"
+    return f"{minutes}m{seconds}" if minutes else seconds
+
+
+def _go_healthcheck(hc: dict) -> str:
+    """The history text docker's classic builder writes for HEALTHCHECK: Go's
+    ``%q`` of its HealthConfig (``&{["CMD-SHELL" "..."] "30s" "3s" "0s" '\\x03'}``)."""
+    test = " ".join(json.dumps(t, ensure_ascii=False) for t in hc["Test"])
+    durations = [hc.get("Interval", 0), hc.get("Timeout", 0), hc.get("StartPeriod", 0)]
+    if hc.get("StartInterval"):
+        durations.append(hc["StartInterval"])
+    shown = " ".join(f'"{_go_duration(d)}"' for d in durations)
+    return f"&{{[{test}] {shown} '\\x{hc.get('Retries', 0):02x}'}}"
 
 
 def _healthcheck(hc: D.Healthcheck) -> dict:

@@ -156,7 +156,9 @@ class BuildContext:
         if self.root is None:
             raise SourceError(f"{src}: no build context: the Dockerfile came from stdin "
                               "(give a context directory to COPY files)")
-        path = ignore.clean(src.lstrip("/") or ".")
+        # A rooted source is rooted at the context (filepath.Join(context, "/../a") is
+        # context/a, as docker resolves it); a relative one may not climb out of it.
+        path = (ignore.clean("/" + src)[1:] or ".") if src.startswith("/") else ignore.clean(src)
         if path == ".." or path.startswith("../"):
             raise SourceError(f"forbidden path outside the build context: {src}")
         if _has_wildcard(path):
@@ -166,9 +168,8 @@ class BuildContext:
                 raise SourceError(f"no source files were specified: {src!r} matches nothing "
                                   "in the build context (or only what .dockerignore excludes)")
             return found
-        if path != "." and path not in self.entries:
-            raise SourceError(f'"{src}": not found: file not found in build context or excluded '
-                              "by .dockerignore")
+        # Not looked up in self.entries directly: a symlink on the way
+        # (``linkdir/file``) is followed inside the context by _follow.
         return [self._source(path)]
 
     def _source(self, path: str) -> Source:
@@ -214,13 +215,18 @@ class BuildContext:
 
         The keys are the paths the image will see relative to the
         destination, so renaming a file inside a copied directory is a
-        change; the values follow ignore.checksum's record (no mtimes).
+        change; the values follow ignore.checksum's record (no mtimes),
+        without the path in the context and without the host owner: COPY
+        writes 0:0 (or ``--chown``'s), as docker's CLI sends the context, so
+        a ``chown`` on the host changes nothing in the image.
         """
         out = {}
         for source in sources:
             for relpath, shown in self._walk_source(source):
-                record = ignore._entry_record(self._root_fd(), relpath)
-                out[shown] = hashlib.sha256(record.split(b"\0", 1)[1]).hexdigest()
+                # fields: relpath, kind, mode, uid, gid, link, device, content, capability
+                fields = ignore._entry_record(self._root_fd(), relpath).split(b"\0")
+                kept = b"\0".join(fields[1:3] + fields[5:])
+                out[shown] = hashlib.sha256(kept).hexdigest()
         self._close_root()
         return out
 
@@ -346,21 +352,59 @@ def _match_regex(pattern: str) -> re.Pattern:
         elif c == "?":
             out.append("[^/]")
         elif c == "[":
-            end = pattern.find("]", i + 2 if pattern[i + 1:i + 2] in ("^", "!") else i + 1)
-            if end < 0:
-                raise SourceError(f"syntax error in pattern {pattern!r}: unterminated '['")
-            body = pattern[i + 1:end]
-            if body[:1] in ("^", "!"):
-                body = "^" + body[1:]
-            out.append("[" + body.replace("\\", "\\\\") + "]")
-            i = end
-        elif c == "\\" and i + 1 < len(pattern):
+            regex, i = _match_class(pattern, i)
+            out.append(regex)
+            continue
+        elif c == "\\":
             i += 1
+            if i == len(pattern):
+                raise SourceError(f"syntax error in pattern {pattern!r}: it ends with '\\'")
             out.append(re.escape(pattern[i]))
         else:
             out.append(re.escape(c))
         i += 1
     return re.compile("".join(out), re.DOTALL)
+
+
+def _match_class(pattern: str, start: int) -> tuple[str, int]:
+    """The class ``[...]`` opening at ``pattern[start]`` as a regex, and the index after it.
+
+    Go's rules (``path/filepath.Match``): ``^`` right after ``[`` negates
+    (``!`` is an ordinary character, unlike fnmatch); members are characters,
+    ``\\``-escaped characters or ranges ``lo-hi``; ``]`` closes the class
+    only after one member; ``-`` or ``]`` where a member is due, or no ``]``,
+    is a bad pattern (Go's ErrBadPattern).
+    """
+    def bad(why: str) -> SourceError:
+        return SourceError(f"syntax error in pattern {pattern!r}: {why}")
+
+    def member(i: int) -> tuple[str, int]:
+        if i >= len(pattern):
+            raise bad("unterminated '['")
+        if pattern[i] in "-]":
+            raise bad(f"unexpected {pattern[i]!r} in a character class")
+        if pattern[i] == "\\":
+            i += 1
+            if i >= len(pattern):
+                raise bad("unterminated '['")
+        return pattern[i], i + 1
+
+    i = start + 1
+    negated = pattern[i:i + 1] == "^"
+    i += negated
+    ranges, members = [], 0
+    while not (i < len(pattern) and pattern[i] == "]" and members):
+        lo, i = member(i)
+        hi = lo
+        if i < len(pattern) and pattern[i] == "-":
+            hi, i = member(i + 1)
+        members += 1
+        if lo <= hi:  # Go: a reversed range is allowed and matches nothing
+            ranges.append(re.escape(lo) if lo == hi else f"{re.escape(lo)}-{re.escape(hi)}")
+    body = "".join(ranges)
+    if not body:
+        return ("." if negated else "(?!)"), i + 1
+    return f"[{'^' if negated else ''}{body}]", i + 1
 
 
 def looks_like_archive(head: bytes) -> str | None:

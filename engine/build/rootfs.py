@@ -28,6 +28,7 @@ source image and packs the named files into a tar.
 from __future__ import annotations
 
 import ctypes
+import glob  # at import time: _pack runs in a chroot, where no module can be found
 import os
 import posixpath
 import stat
@@ -219,8 +220,6 @@ def pack_from_image(overlay, sources: list[str], out_path: str, *, uid: int | No
 
 
 def _pack(sources: list[str], out, found, uid, gid, mode) -> None:
-    import glob
-
     def adjust(info):
         if uid is not None:
             info.uid, info.gid = uid, gid
@@ -232,7 +231,8 @@ def _pack(sources: list[str], out, found, uid, gid, mode) -> None:
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
         for src in sources:
             path = posixpath.normpath("/" + src)
-            matches = sorted(glob.glob(path)) if any(c in src for c in "*?[") else [path]
+            # include_hidden: Go's filepath.Match, which docker uses, lets ``*`` match a leading dot
+            matches = sorted(glob.glob(path, include_hidden=True)) if any(c in src for c in "*?[") else [path]
             if not matches or not os.path.lexists(matches[0]):
                 raise FileStepError(f'"{src}": not found in the source image')
             for match in matches:

@@ -15,6 +15,7 @@ failing step's output is still shown on stderr, so the error can be read.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 
@@ -102,6 +103,9 @@ def cmd_build(engine, args) -> int:
     else:
         context = BuildContext.from_directory(args.context, args.file)
     display = _Quiet() if args.quiet else _Plain() if args.progress == "plain" else _Classic()
+    # SIGTERM (docker stop of a CI job, kill): unwind like Ctrl-C, so the builder
+    # removes its intermediate container and scratch space; exit 143 (128 + 15).
+    signal.signal(signal.SIGTERM, _terminated)
     with context:
         builder = Builder(engine, context, tags=args.tag, buildargs=buildargs, target=args.target,
                           nocache=args.no_cache, labels=args.label, network_mode=args.network,
@@ -116,6 +120,14 @@ def cmd_build(engine, args) -> int:
         with open(args.iidfile, "w") as f:
             f.write(image.id)
     return 0
+
+
+class Terminated(SystemExit):
+    """SIGTERM arrived: leave through every ``finally`` with status 143."""
+
+
+def _terminated(signum, frame):
+    raise Terminated(128 + signum)
 
 
 def _out(text: str) -> None:

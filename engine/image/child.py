@@ -20,6 +20,7 @@ unreferenced blobs, which ``system prune``/gc removes.
 from __future__ import annotations
 
 import copy
+import os
 
 from . import mediatype, reference, scratch
 from .manifest import canonical
@@ -48,6 +49,8 @@ def make_child(engine, base, *, run_config: dict, entry: dict, upper: str | None
     entry = {"created": created, **entry}
     with engine.content.lease():
         result = None
+        if upper is not None and not any(os.scandir(upper)):
+            upper = None  # nothing changed: no layer (and no empty-tar blob left behind)
         if upper is not None:
             with engine.content.writer() as w:
                 result = create_layer(str(upper), w, whiteouts=True)

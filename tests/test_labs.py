@@ -419,3 +419,199 @@ def test_lab03_mistakes_get_hints(lab03, mistake, tmp_path):
     assert checked.returncode == 1, f"the checker should fail for {mistake}:\n{text}"
     for hint in hints:
         assert hint in text, f"{mistake}: hint {hint!r} missing from:\n{text}"
+
+
+# -- lab 04: a Dockerfile -----------------------------------------------------------
+
+LAB04 = REPO / "labs" / "04-build"
+
+
+class Lab04(Lab):
+    """Lab 04 on a copy of labs/04-build/app, the learner's build context ($LAB04_CONTEXT):
+    start.sh, solution.sh and the checker all use it, so the repository stays untouched."""
+
+    def __init__(self, labdir: Path, root: Path, context: Path):
+        super().__init__(labdir, root)
+        self.context = context
+
+    def env(self) -> dict:
+        env = super().env()
+        env["LAB04_CONTEXT"] = str(self.context)
+        return env
+
+
+@pytest.fixture
+def lab04(tmp_path):
+    import shutil
+
+    context = tmp_path / "app"
+    shutil.copytree(LAB04 / "app", context, symlinks=True)
+    lab = Lab04(LAB04, tmp_path / "dockyard-root", context)
+    yield lab
+    # The checker runs containers (the app, its health check): it must remove them itself.
+    containers = lab.dockyard("ps", "-a", "-q").stdout.split() if lab.root.exists() else []
+    lab.cleanup()
+    deadline = time.monotonic() + 5
+    while (left := lab03_leftovers(lab.root)) != ([], []) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not containers, f"containers left behind: {containers}"
+    assert left == ([], []), f"left behind (monitors, cgroups): {left}"
+    assert not mounts_under(lab.root), f"mounts left behind: {mounts_under(lab.root)}"
+
+
+def test_lab04_layout():
+    for name in ("README.md", "start.sh", "solution.sh", "test_lab04.py", "app/Dockerfile",
+                 "app/requirements.txt", "app/install-deps.sh", "app/build.sh", "app/src/app.sh",
+                 "app/src/www/style.css", "app/config/app.conf", "app/secrets/api-token"):
+        assert (LAB04 / name).is_file(), f"labs/04-build/{name} is missing"
+    assert not (LAB04 / "conftest.py").exists(), "a lab must not carry a conftest.py"
+    # The starting point is the notes' kind of Dockerfile, and there is no .dockerignore yet.
+    assert "MAINTAINER" in (LAB04 / "app" / "Dockerfile").read_text()
+    assert not (LAB04 / "app" / ".dockerignore").exists()
+
+
+@needs_root
+@pytest.mark.root
+def test_lab04_start_fails_with_a_hint(lab04):
+    started = lab04.script("start.sh")
+    assert started.returncode == 0, output(started)
+    assert "Successfully tagged lab04/app:1" in started.stdout, output(started)
+
+    checked = lab04.check()
+    text = output(checked)
+    assert checked.returncode == 1, f"the checker should fail on the starting point:\n{text}"
+    for hint in ("lab04/app:1 is not a multi-stage build", "It ships the build's inputs",
+                 "runs as root", "The ENTRYPOINT is in *shell form*",
+                 "MAINTAINER is deprecated", "There is no", "Create .dockerignore",
+                 "The secret is in a layer of lab04/app:1: /app/secrets",
+                 "the slow dependency step `RUN sh install-deps.sh && sh build.sh` ran again",
+                 "RUN: parent changed", "COPY .: content changed (src/app.sh)"):
+        assert hint in text, f"hint {hint!r} missing from:\n{text}"
+    assert "10 failed" in text and "skipped" in text, text
+
+
+@needs_root
+@pytest.mark.root
+def test_lab04_solution_passes(lab04):
+    mine = (lab04.context / "Dockerfile").read_text()
+    for attempt in (1, 2):  # re-runnable: the second run is all cached
+        solved = lab04.script("solution.sh")
+        assert solved.returncode == 0, f"solution.sh (run {attempt}) failed:\n{output(solved)}"
+    assert "miss" not in solved.stdout and "Successfully tagged lab04/app:1" in solved.stdout, \
+        output(solved)
+    # The learner's own Dockerfile is kept, not overwritten.
+    assert (lab04.context / "Dockerfile.mine").read_text() == mine
+
+    images = lab04.dockyard("images", "-a", "-q", "--no-trunc").stdout.split()
+    checked = lab04.check()
+    text = output(checked)
+    assert checked.returncode == 0, f"the checker should pass on the solution:\n{text}"
+    assert "failed" not in text and "skipped" not in text, text
+    # What the checker built and ran is gone again.
+    assert lab04.dockyard("images", "-a", "-q", "--no-trunc").stdout.split() == images
+    assert lab04.dockyard("ps", "-a", "-q").stdout.split() == []
+
+    ran = lab04.dockyard("run", "--rm", "lab04/app:1", "--once")
+    assert ran.returncode == 0, output(ran)
+    assert "written as user nobody; serving on port 8080" in ran.stdout, output(ran)
+    history = lab04.dockyard("history", "lab04/app:1").stdout
+    assert "COPY --from=build" in history and "USER nobody" in history, history
+
+
+# Typical mistakes, each made on top of the reference solution: (edits of files of the
+# build context as (file, old, new) -- new None deletes the file --, whether the edits
+# come after the build (a Dockerfile changed but not rebuilt), expected hint texts).
+RUNTIME_COPY = "COPY --from=build --chown=nobody:nogroup /build/dist/ ./"
+MISTAKES04 = {
+    "root-user": (
+        [("Dockerfile", "USER nobody\n", "")], False,
+        ["lab04/app:1 runs as root (its User is not set)", "add `USER nobody`"]),
+    "no-chown": (
+        [("Dockerfile", "--chown=nobody:nogroup ", "")], False,
+        ["Files of the app belong to another user than the one it runs as (uid 65534)",
+         "/app/www (uid 0)", "`COPY --chown=nobody:nogroup ...`", "Permission denied",
+         "The app cannot write its page"]),
+    "shell-form-entrypoint": (
+        [("Dockerfile", 'ENTRYPOINT ["sh", "/app/app.sh"]', "ENTRYPOINT sh /app/app.sh")], False,
+        ["The ENTRYPOINT is in *shell form*: it became "
+         '["/bin/sh", "-c", "sh /app/app.sh"]', "never reach app.sh"]),
+    # The notes' way: the whole command as one shell-form line.
+    "shell-form-cmd": (
+        [("Dockerfile", 'ENTRYPOINT ["sh", "/app/app.sh"]\nCMD ["--port", "8080"]',
+          "CMD sh /app/app.sh --port 8080")], False,
+        ["The CMD is in *shell form*: it became "
+         '["/bin/sh", "-c", "sh /app/app.sh --port 8080"]',
+         '`CMD ["--port", "8080"]` -- then `dockyard run lab04/app:1 --once` replaces just',
+         "The image's Entrypoint is null"]),
+    # The whole command in CMD: `run lab04/app:1 --once` would replace all of it.
+    "no-entrypoint": (
+        [("Dockerfile", 'ENTRYPOINT ["sh", "/app/app.sh"]\nCMD ["--port", "8080"]',
+          'CMD ["sh", "/app/app.sh", "--port", "8080"]')], False,
+        ["The image's Entrypoint is null", "its default arguments go in CMD",
+         'The image\'s Cmd is ["sh", "/app/app.sh", "--port", "8080"]']),
+    "maintainer": (
+        [("Dockerfile", 'LABEL maintainer="Lab 04 <lab04@example.com>" \\\n     ',
+          "MAINTAINER Lab 04 <lab04@example.com>\nLABEL")], False,
+        ["The image has no label maintainer", "The image has an Author (Lab 04 <lab04@example.com>)",
+         "MAINTAINER is deprecated"]),
+    "no-dockerignore": (
+        [(".dockerignore", "", None)], False,
+        ["There is no", "secrets/api-token included", "with the line `secrets/`"]),
+    "dockerignore-typo": (
+        [(".dockerignore", "secrets/\n", "secret/\n")], False,
+        ["does not keep secrets/api-token out of the build context"]),
+    "cache-unfriendly": (
+        [("Dockerfile", "COPY requirements.txt install-deps.sh ./\n", "COPY . .\n"),
+         ("Dockerfile", "COPY build.sh ./\nCOPY src/ src/\n", "")], False,
+        ["the slow dependency step `RUN sh install-deps.sh` ran again (the cache said: "
+         "RUN: parent changed)", "The first step that missed was `COPY . .` "
+         "(COPY .: content changed (src/app.sh))", "COPY only requirements.txt and install-deps.sh"]),
+    "wrong-workdir": (
+        [("Dockerfile", "WORKDIR /app\n", "WORKDIR /srv/app\n"),
+         ("Dockerfile", '"/app/app.sh"', '"/srv/app/app.sh"')], False,
+        ["The image's WorkingDir is /srv/app, not /app", "set `WORKDIR /app`"]),
+    "expose-80": (
+        [("Dockerfile", "EXPOSE 8080", "EXPOSE 80")], False,
+        ["The image exposes 80/tcp, not 8080/tcp"]),
+    "no-healthcheck": (
+        [("Dockerfile", "HEALTHCHECK --interval=10s --timeout=3s CMD wget -q -O /dev/null "
+                        "http://127.0.0.1:8080/ || exit 1\n", "")], False,
+        ["The image has no HEALTHCHECK"]),
+    "healthcheck-wrong-port": (
+        [("Dockerfile", "http://127.0.0.1:8080/", "http://127.0.0.1:80/")], False,
+        ["fails against the running app", "It must ask the app's own port, 8080"]),
+    "ships-the-build": (
+        [("Dockerfile", RUNTIME_COPY, RUNTIME_COPY.replace("/build/dist/", "/build/"))], False,
+        ["lab04/app:1 ships files of the build", "/app/install-deps.sh", "/app/src/app.sh",
+         "exited with status 2"]),
+    "not-rebuilt": (
+        [("Dockerfile", "EXPOSE 8080\n", "EXPOSE 8080 9090\n")], True,
+        ["lab04/app:1 is not what", "The first step that differs", "EXPOSE map[8080/tcp:{}]",
+         "Build again with `sh labs/04-build/start.sh`"]),
+}
+
+
+@needs_root
+@pytest.mark.root
+@pytest.mark.parametrize("mistake", list(MISTAKES04))
+def test_lab04_mistakes_get_hints(lab04, mistake):
+    edits, after_build, hints = MISTAKES04[mistake]
+    solved = lab04.script("solution.sh")
+    assert solved.returncode == 0, output(solved)
+    for name, old, new in edits:
+        path = lab04.context / name
+        if new is None:
+            path.unlink()
+            continue
+        text = path.read_text()
+        assert old in text, f"{mistake}: {old!r} is not in the reference {name}"
+        path.write_text(text.replace(old, new))
+    if not after_build:
+        built = lab04.script("start.sh")
+        assert built.returncode == 0, output(built)
+
+    checked = lab04.check()
+    text = output(checked)
+    assert checked.returncode == 1, f"the checker should fail for {mistake}:\n{text}"
+    for hint in hints:
+        assert hint in text, f"{mistake}: hint {hint!r} missing from:\n{text}"

@@ -649,10 +649,29 @@ class Builder:
                                       "destination must be a directory and end with a /")
             if self._dry:
                 return ("copy-from", None), text, "", "", {}, label
+            # The files are packed now, in a chroot of the source image, so that the
+            # cache compares what is copied (content and metadata, no mtimes), as
+            # docker's classic builder hashes them: a rebuilt stage with the same
+            # files still hits.
+            from . import rootfs
+
+            pack_dir = os.path.join(self.scratch_dir, f"from-{len(self.steps)}")
+            for d in ("upper", "work", "merged"):
+                os.makedirs(os.path.join(pack_dir, d), mode=0o755)
+            archive = pack_dir + ".tar"
+            try:
+                found = rootfs.pack_from_image(self._overlay(source_image, pack_dir), srcs, archive,
+                                               uid=uid if uid is not None else 0,
+                                               gid=gid if gid is not None else 0, mode=mode)
+            except (rootfs.FileStepError, OSError) as e:
+                raise self._fail(ins, f"COPY --from={source_name} failed: {e}") from None
+            finally:
+                shutil.rmtree(pack_dir, ignore_errors=True)
+            files = _tar_digests(archive)
             details = {"from": source_image, "srcs": srcs, "dest": dest_path, "uid": uid,
-                       "gid": gid, "mode": mode}
+                       "gid": gid, "mode": mode, "archive": archive, "found": found}
             created_by = f"{' '.join(shell)} #(nop) COPY --from={source_name} {' '.join(srcs)} in {dest_path} "
-            return ("copy-from", details), text, created_by, source_image.id, {}, label
+            return ("copy-from", details), text, created_by, sources_checksum(files), files, label
         urls = [s for s in srcs if ins.keyword == "ADD" and s.startswith(("http://", "https://"))]
         local = [s for s in srcs if s not in urls]
         sources = []
@@ -772,15 +791,7 @@ class Builder:
             elif kind == "copy":
                 steps += self._copy_steps(ins, work, details)
             elif kind == "copy-from":
-                source = details["from"]
-                src_work = os.path.join(work, "source")
-                for d in ("upper", "work", "merged"):
-                    os.makedirs(os.path.join(src_work, d), mode=0o755)
-                archive = os.path.join(work, "from.tar")
-                found = rootfs.pack_from_image(self._overlay(source, src_work), details["srcs"], archive,
-                                               uid=details["uid"] if details["uid"] is not None else 0,
-                                               gid=details["gid"] if details["gid"] is not None else 0,
-                                               mode=details["mode"])
+                archive, found = details["archive"], details["found"]  # packed when planned
                 single = len(found) == 1 and found[0][1] != "dir" and len(details["srcs"]) == 1 \
                     and not any(c in details["srcs"][0] for c in "*?[")
                 dest = details["dest"]
@@ -895,6 +906,25 @@ class Builder:
         self._meta_args = getattr(self, "_meta_args", {})
         self._dispatch(stage, state, [], ins, number, total)
         return state.image
+
+
+def _tar_digests(path: str) -> dict[str, str]:
+    """{name: sha256 of type, mode, owner, link target and content} for each
+    member of a tar we packed (mtimes left out, as in the context's digests)."""
+    import hashlib
+    import tarfile
+
+    out = {}
+    with tarfile.open(path) as tar:
+        for member in tar:
+            h = hashlib.sha256(f"{member.type!r}\0{member.mode:o}\0{member.uid}\0{member.gid}\0"
+                               f"{member.linkname}\0{member.devmajor}:{member.devminor}\0".encode())
+            if member.isfile():
+                f = tar.extractfile(member)
+                while chunk := f.read(1 << 20):
+                    h.update(chunk)
+            out[member.name] = h.hexdigest()
+    return out
 
 
 def _set_env(env: list[str], key: str, value: str) -> list[str]:

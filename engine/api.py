@@ -43,6 +43,8 @@ class Engine:
         self.snapshots = Snapshotter(self.layout, self.content)
         self.images = ImageCollection(self)
         self.containers = ContainerCollection(self)
+        from .network.api import NetworkCollection  # light: pyroute2 loads only for kernel steps
+        self.networks = NetworkCollection(self)
 
     @property
     def root(self):
@@ -331,18 +333,37 @@ class ContainerCollection:
                entrypoint=None, auto_remove: bool = False, user: str | None = None,
                labels=None, tty: bool = False, stdin_open: bool = False, stdin_once: bool | None = None,
                stop_signal=None, stop_timeout: int | None = None, on_pull=None,
-               **host_options) -> Container:
+               network: str | None = None, network_aliases=None, ip: str | None = None,
+               mac_address: str | None = None, expose=None, **host_options) -> Container:
         """Make a container (state ``created``) without starting it.
 
         Accepts docker-py's keyword arguments; the resource and security ones
         (``mem_limit``, ``cpus``, ``pids_limit``, ``ulimits``, ``cap_add``,
         ``cap_drop``, ``privileged``, ``read_only``, ``tmpfs``, ``volumes``,
         ``init``, ``restart_policy``...) go to ``HostConfig`` (runtime/options.py).
+
+        Networking (engine/network/): ``network`` or ``network_mode``
+        ("bridge" by default, a user-defined network, "host", "none",
+        "container:<name>"), ``network_aliases`` and ``ip`` on a user-defined
+        network, ``mac_address``, ``ports`` (``{"80/tcp": 8080}`` or ``-p``
+        specs), ``publish_all_ports``, ``expose``, ``links``, ``extra_hosts``,
+        ``dns``, ``dns_search``, ``dns_opt``.
         """
+        from .network import sandbox
         from .runtime import options
 
+        if network is not None:
+            host_options.setdefault("network_mode", network)
         hc = options.host_config(auto_remove=auto_remove, **host_options)  # check flags first
         self._engine.check_host()
+        networks = sandbox.check_create(self._engine, hc, aliases=network_aliases or (), ip=ip,
+                                        links=hc.get("Links") or ())
+        for link in hc.get("Links") or []:
+            target = link.partition(":")[0]
+            try:
+                self.get(target)
+            except EngineError:
+                raise UsageError(f"could not get container for {target}") from None
         if isinstance(image, Image):
             img, image_name = image, (image.tags[0] if image.tags else image.id)
         else:
@@ -364,9 +385,19 @@ class ContainerCollection:
             config["StopSignal"] = str(stop_signal)
         if stop_timeout is not None:
             config["StopTimeout"] = int(stop_timeout)
+        exposed = dict(config.get("ExposedPorts") or {})
+        for port in options.parse_expose(expose or []):
+            exposed[port] = {}
+        for port in hc.get("PortBindings") or {}:
+            exposed[port] = {}
+        if exposed:
+            config["ExposedPorts"] = exposed
+        if mac_address:
+            config["MacAddress"] = options.parse_mac(mac_address)
         if img.manifest_digest == scratch.image().manifest_digest:
             scratch.store(self._engine.content)  # so the container's image resolves
-        return self._store.create(img, config, name=name, host_config=hc, image_name=image_name)
+        return self._store.create(img, config, name=name, host_config=hc, image_name=image_name,
+                                  networks=networks)
 
     def run(self, image: str | Image, command=None, *, stdout: bool = True, stderr: bool = False,
             remove: bool = False, detach: bool = False, **kwargs):

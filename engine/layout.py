@@ -15,6 +15,9 @@ JSON that a learner can ``cat``::
       snapshots/init/          the empty mount points every container root needs
       containers/<id>/         container.json, upper/ and work/ (overlay), rootfs/ (mount point)
       names/<name>             one file per container name, created with O_EXCL
+      networks/<id>.json       one per network, shaped like `docker network inspect`
+      netns/<container id>     a container's network namespace, pinned by a bind mount
+      engine.json              engine settings (network: bip, icc, bridge, address pools)
       locks/                   flock(2) files
 
 Because the root *is* an OCI image layout, peer tools read it directly, for
@@ -50,6 +53,8 @@ class Layout:
         self.names = self.root / "names"
         self.locks = self.root / "locks"
         self.builds = self.root / "builds"  # a running build's scratch space (build/builder.py)
+        self.networks = self.root / "networks"  # <id>.json per network (network/store.py)
+        self.netns = self.root / "netns"        # pinned network namespaces (network/netns.py)
 
     def blob(self, digest: str) -> Path:
         algorithm, _, hexpart = digest.partition(":")

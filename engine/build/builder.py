@@ -161,8 +161,12 @@ class Builder:
         self.target = target
         self.nocache = nocache
         self.labels = options.parse_labels(labels) if labels else {}
-        self.network_mode = network_mode or "none"
-        options.host_config(network_mode=self.network_mode)  # refuse unknown modes now
+        # RUN steps get no network unless asked: Dockyard never routes a container to
+        # the outside, so docker's default bridge would give a RUN only loopback's worth.
+        self.network_mode = "bridge" if network_mode == "default" else (network_mode or "none")
+        if self.network_mode not in ("none", "host", "bridge"):
+            raise UsageError(f"network mode {network_mode!r} is not supported for builds: "
+                             "use none (the default), host or bridge")
         self.progress = progress or (lambda event: None)
         self.steps: list[Step] = []
         self.used_args: set[str] = set()

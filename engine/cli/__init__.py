@@ -42,7 +42,7 @@ COMMANDS = {
     "run": "container", "ps": "container", "rm": "container", "inspect": "container",
     "commit": "container", "diff": "container", "create": "container",
     "start": "container", "stop": "container", "restart": "container", "kill": "container",
-    "wait": "container", "rename": "container", "attach": "container", "logs": "container",
+    "wait": "container", "rename": "container", "port": "container", "attach": "container", "logs": "container",
     "pause": "container", "unpause": "container", "events": "container",
     "exec": "processes", "top": "processes", "stats": "processes", "update": "processes",
     "images": "image", "tag": "image", "rmi": "image", "history": "image",
@@ -51,6 +51,7 @@ COMMANDS = {
     "save": "archive", "load": "archive", "import": "archive", "export": "archive",
     # management commands: `image ls`, `container rm`, `system df`...
     "image": "manage", "container": "manage", "system": "manage",
+    "network": "network",  # a group of its own: network create/ls/inspect/rm/prune/connect...
 }
 
 # Commands nobody types: a container's monitor execs them when the container

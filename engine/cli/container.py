@@ -48,6 +48,7 @@ def add_create_options(p) -> None:
     p.add_argument("--cap-drop", action="append", default=[], metavar="CAP", help="drop a Linux capability")
     p.add_argument("--privileged", action="store_true", help="give extended privileges to this container")
     add_resource_options(p)
+    add_network_options(p)
     p.add_argument("--ulimit", action="append", default=[], metavar="NAME=SOFT[:HARD]", help="ulimit options")
     p.add_argument("--log-opt", action="append", default=[], metavar="KEY=VALUE",
                    help="json-file log options: max-size=10m, max-file=3")
@@ -56,6 +57,32 @@ def add_create_options(p) -> None:
     p.add_argument("--help", action="help", help="show this help message and exit")
     p.add_argument("image", metavar="IMAGE", nargs="?")
     p.add_argument("command", metavar="COMMAND", nargs=argparse.REMAINDER)
+
+
+def add_network_options(p) -> None:
+    """docker's networking options of ``run``/``create`` (engine/network/)."""
+    p.add_argument("--network", "--net", dest="network", metavar="NETWORK",
+                   help="connect to a network: bridge (default), host, none, container:<name|id>, "
+                        "or a network's name")
+    p.add_argument("--network-alias", action="append", default=[], metavar="ALIAS",
+                   help="add a network-scoped alias (user-defined networks)")
+    p.add_argument("--ip", metavar="IPV4", help="IPv4 address on a user-defined network (e.g. 172.30.100.104)")
+    p.add_argument("--mac-address", metavar="MAC", help="container MAC address (e.g. 92:d0:c6:0a:29:33)")
+    p.add_argument("--add-host", action="append", default=[], metavar="HOST:IP",
+                   help="add a custom host-to-IP mapping to /etc/hosts")
+    p.add_argument("--dns", action="append", default=[], metavar="IP", help="set custom DNS servers")
+    p.add_argument("--dns-search", action="append", default=[], metavar="DOMAIN",
+                   help="set custom DNS search domains")
+    p.add_argument("--dns-option", "--dns-opt", dest="dns_option", action="append", default=[],
+                   metavar="OPTION", help="set DNS options (resolv.conf options line)")
+    p.add_argument("-p", "--publish", action="append", default=[], metavar="[IP:]HOST:CONTAINER[/PROTO]",
+                   help="publish a container's port(s) to the host")
+    p.add_argument("-P", "--publish-all", action="store_true",
+                   help="publish all exposed ports to random ports")
+    p.add_argument("--expose", action="append", default=[], metavar="PORT[/PROTO]",
+                   help="expose a port or a range of ports")
+    p.add_argument("--link", action="append", default=[], metavar="NAME[:ALIAS]",
+                   help="add a link to another container (default bridge only)")
 
 
 def add_resource_options(p) -> None:
@@ -95,6 +122,10 @@ def create_kwargs(args) -> dict:
         memswap_limit=args.memory_swap, cpus=args.cpus, cpu_shares=args.cpu_shares,
         cpu_period=args.cpu_period, cpu_quota=args.cpu_quota, cpuset_cpus=args.cpuset_cpus,
         pids_limit=args.pids_limit, ulimits=args.ulimit, log_config=log_config,
+        network=args.network, network_aliases=args.network_alias, ip=args.ip,
+        mac_address=args.mac_address, extra_hosts=args.add_host, dns=args.dns,
+        dns_search=args.dns_search, dns_opt=args.dns_option, ports=args.publish,
+        publish_all_ports=args.publish_all, expose=args.expose, links=args.link,
     )
 
 
@@ -189,6 +220,11 @@ def register(commands) -> None:
     p = commands.add_parser("wait", help="Block until one or more containers stop, then print their exit codes")
     p.add_argument("containers", metavar="CONTAINER", nargs="+")
     p.set_defaults(func=cmd_wait)
+
+    p = commands.add_parser("port", help="List port mappings or a specific mapping for the container")
+    p.add_argument("container", metavar="CONTAINER")
+    p.add_argument("private_port", metavar="PRIVATE_PORT[/PROTO]", nargs="?")
+    p.set_defaults(func=cmd_port)
 
     p = commands.add_parser("rename", help="Rename a container")
     p.add_argument("container", metavar="CONTAINER")
@@ -490,6 +526,16 @@ def cmd_events(engine, args) -> int:
     for event in events.read(engine.layout, since_ns=since_ns, until_ns=until_ns, filters=filters,
                              follow=follow):
         print(render(event) if render else events.format_line(event), flush=True)
+    return 0
+
+
+def cmd_port(engine, args) -> int:
+    from ..network.ports import format_port_lines
+
+    container = engine.containers.get(args.container)
+    ports = (container.attrs.get("NetworkSettings") or {}).get("Ports") or {}
+    for line in format_port_lines(ports, args.private_port, container=args.container):
+        print(line)
     return 0
 
 

@@ -25,7 +25,7 @@ GROUPS = {
         "export": ("archive", "export"), "create": ("container", "create"),
         "start": ("container", "start"), "stop": ("container", "stop"),
         "restart": ("container", "restart"), "kill": ("container", "kill"),
-        "wait": ("container", "wait"), "rename": ("container", "rename"),
+        "wait": ("container", "wait"), "rename": ("container", "rename"), "port": ("container", "port"),
         "attach": ("container", "attach"), "logs": ("container", "logs"),
         "pause": ("container", "pause"), "unpause": ("container", "unpause"),
         "exec": ("processes", "exec"), "top": ("processes", "top"), "stats": ("processes", "stats"), "update": ("processes", "update"),

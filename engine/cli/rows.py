@@ -190,7 +190,11 @@ class ContainerRow(Row):
 
     @property
     def Ports(self) -> str:
-        return ""  # Dockyard containers have no network (NetworkMode "none"), so no ports
+        ports = (self._attrs.get("NetworkSettings") or {}).get("Ports") or {}
+        if not ports:
+            return ""
+        from ..network.ports import format_ps_ports
+        return format_ps_ports(ports)
 
     @property
     def State(self) -> str:

@@ -241,14 +241,17 @@ class Container:
     def argv(self) -> list[str]:
         return [self.attrs["Path"], *self.attrs["Args"]]
 
-    def plan(self, *, die_with_parent: bool = True, tty: bool = False):
+    def plan(self, *, die_with_parent: bool = True, tty: bool = False, sandbox=None):
         """The kernel steps that will start this container (see runtime/plan.py).
 
         ``--user`` is resolved here, from the image's own /etc/passwd and
         /etc/group (runtime/user.py): an unknown name raises UserNotFound
         (exit 125) and the container does not start. ``tty``: its stdin is
-        a terminal that becomes its controlling terminal.
+        a terminal that becomes its controlling terminal. ``sandbox``: the
+        network the launcher made for this run (engine/network/sandbox.py);
+        without it the plan shows the one it would make (``--explain``).
         """
+        from ..network import sandbox as network
         from .profile import container_plan, own_capabilities
         from .user import RootView, resolve_user
 
@@ -261,9 +264,15 @@ class Container:
         cgroup = self._cgroup()
         procs = [os.path.join(d, "cgroup.procs") for d in cgroup.dirs] \
             if cgroup is not None and cgroup.version != "none" else []
-        plan = container_plan(overlay, self.argv(), runtime_env(config, home=user.home), config,
+        if sandbox is None:
+            sandbox = network.describe(self._engine, self)
+        env = runtime_env(config, home=user.home)
+        if sandbox.env:
+            env = merge_env(env, list(sandbox.env))
+        plan = container_plan(overlay, self.argv(), env, config,
                               host_config, user=user, view=view, available_caps=own_capabilities(),
-                              tty=tty, die_with_parent=die_with_parent, cgroup_procs=procs, title=title)
+                              tty=tty, die_with_parent=die_with_parent, cgroup_procs=procs, title=title,
+                              network=sandbox)
         if procs:
             plan.aliases.append(("CG", f"{cgroup.parent}/{self.id}"))
         return plan
@@ -746,6 +755,18 @@ class Container:
         except FileNotFoundError:
             pass
         self._remove_cgroup()
+        self._release_network()
+
+    def _release_network(self) -> None:
+        """The run is over: give back its network (engine/network/sandbox.py detach)."""
+        ns = self.attrs.get("NetworkSettings") or {}
+        if not (ns.get("SandboxKey") or (self.attrs.get("Dockyard") or {}).get("Proxy")):
+            return  # nothing attached (none/host modes, or released already)
+        from ..network import sandbox
+        try:
+            sandbox.detach(self._engine, self)
+        except ContainerNotFound:
+            pass
 
     def _monitor_alive(self) -> bool:
         extra = self.attrs.get("Dockyard") or {}
@@ -777,6 +798,7 @@ class Container:
             return True
         if not restarting:
             self._remove_cgroup()
+            self._release_network()
         return True
 
     def remove(self, force: bool = False) -> None:
@@ -843,7 +865,7 @@ class ContainerStore:
         return c
 
     def create(self, image, config: dict, *, name: str | None = None, host_config: dict | None = None,
-               image_name: str = "") -> Container:
+               image_name: str = "", networks: dict | None = None) -> Container:
         """Record a new container (state ``created``) with its own writable layer."""
         argv = (config.get("Entrypoint") or []) + (config.get("Cmd") or [])
         if not argv:
@@ -882,13 +904,14 @@ class ContainerStore:
                 "MountLabel": "",
                 "ProcessLabel": "",
                 "AppArmorProfile": "",
-                "HostConfig": host_config or {"AutoRemove": False, "NetworkMode": "none"},
+                "HostConfig": host_config or {"AutoRemove": False, "NetworkMode": "bridge"},
                 "GraphDriver": {"Name": "overlay", "Data": {
                     "LowerDir": ":".join(lower), "UpperDir": str(upper),
                     "WorkDir": str(work), "MergedDir": str(rootfs)}},
                 "Mounts": [],
                 "Config": config,
-                "NetworkSettings": {"Networks": {}},
+                "NetworkSettings": {"Networks": networks or {}, "Ports": {}, "SandboxKey": "",
+                                    "IPAddress": "", "Gateway": "", "MacAddress": ""},
                 "Dockyard": {"ManifestDigest": image.manifest_digest, "PidStartTime": None},
             }
             container = Container(self._engine, attrs)
@@ -1042,6 +1065,7 @@ class ContainerStore:
                 self._kill_and_wait(container)
             except ContainerNotFound:
                 pass  # it removed itself (--rm) meanwhile
+        container._release_network()  # before the record goes: it says what to release
         base = self.layout.container(container.id)
         doomed = self.layout.containers / f".removing-{container.id}"
         try:

@@ -89,9 +89,25 @@ def implementation() -> str:
     return "compiled" if monitor_program()[0] == str(MONITOR_BINARY) else "python twin"
 
 
-def plan_for(container):
-    """The container's plan, with a controlling terminal when it has a tty (-t)."""
-    return container.plan(tty=bool(container.attrs["Config"].get("Tty")))
+def plan_for(container, sandbox=None):
+    """The container's plan, with a controlling terminal when it has a tty (-t);
+    ``sandbox``: its network for this run (engine/network/sandbox.py attach)."""
+    return container.plan(tty=bool(container.attrs["Config"].get("Tty")), sandbox=sandbox)
+
+
+def attach_network(container):
+    """Make the container's network for this run; returns the sandbox the plan joins."""
+    from ..network import sandbox
+    return sandbox.attach(container._engine, container)
+
+
+def release_network(container) -> None:
+    from ..network import sandbox
+    try:
+        container.reload()
+    except EngineError:
+        pass
+    sandbox.detach(container._engine, container)
 
 
 def cgroup_of(container):
@@ -241,11 +257,14 @@ def _start(container, *, plan, attach, remover, tty_size) -> Started:
         # The child's first steps move it into its cgroup; get the kernel's
         # slow part of such a move going now (runtime/cgroups.py, warm_up).
         threading.Thread(target=cgroups.warm_up, args=(cgroup.layout,), daemon=True).start()
-    plan = plan if plan is not None else plan_for(container)
     program = monitor_program()
-    stdio = listener = ours = theirs = None
+    stdio = listener = ours = theirs = net = None
     report_r = report_w = -1
     try:
+        # The network first: the plan joins the namespace it makes (the plan a
+        # caller printed for --explain showed the same steps, without the descriptor).
+        net = attach_network(container)
+        plan = plan_for(container, net)
         if cgroup is not None:
             cgroup.create(container.attrs["HostConfig"])
         stdio = Stdio(container.attrs["Config"], tty_size)
@@ -284,6 +303,8 @@ def _start(container, *, plan, attach, remover, tty_size) -> Started:
     finally:
         # M has its copies; ours would keep pipes from ever ending.
         _close(report_w)
+        if net is not None:
+            net.close()
         if stdio is not None:
             stdio.close_container_side()
             stdio.close_monitor_side()
@@ -309,8 +330,30 @@ def _start(container, *, plan, attach, remover, tty_size) -> Started:
     if ours is None:
         container.reload()  # the record M wrote: running, its PID...
     # (An attached caller reads the record when the container has exited.)
+    publish_ports(container, report["pid"], ours)
     session = attach_protocol.Session(ours) if ours is not None else None
     return Started(container, report["pid"], session)
+
+
+def publish_ports(container, pid: int, ours=None) -> None:
+    """-p/-P: start the container's port proxy now that its PID is known; if the
+    ports cannot be bound, the container is killed and the error raised."""
+    hc = container.attrs["HostConfig"]
+    if not (hc.get("PortBindings") or hc.get("PublishAllPorts")):
+        return
+    from ..network import sandbox
+    try:
+        proxy = sandbox.publish(container._engine, container, pid)
+    except BaseException:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        if ours is not None:
+            ours.close()
+        raise
+    if proxy is not None:
+        _direct_monitors.add(proxy)  # our child: reaped by a later start, as M
 
 
 def _read_report(fd: int) -> dict | None:
@@ -327,8 +370,14 @@ def _read_report(fd: int) -> dict | None:
 
 
 def _cleanup_failed_start(container, cgroup) -> None:
-    """Nothing runs: take away the socket and the cgroup made for it."""
+    """Nothing runs: take away the socket, the network and the cgroup made for it."""
     from . import attach as attach_protocol
+
+    if not container.attrs["State"]["Running"]:
+        try:
+            release_network(container)
+        except Exception:  # noqa: BLE001 - the start's own error is the one to report
+            pass
 
     try:
         with attach_protocol.short_path(container.path, "attach.sock") as path:
@@ -404,6 +453,8 @@ def become_monitor(container, plan, stdio: Stdio, listen_fd: int, clients: list[
         _crash_point("after-spawn")
         if report_w is not None:
             _report(report_w, {"pid": pid})
+        else:  # a restart in place: nobody else will start the port proxy again
+            publish_ports(container, pid)
         # Not the caller's terminal or pipes: they would stay open as long as we run.
         _quiet_std_fds(container)
         os.chdir("/")
@@ -588,7 +639,7 @@ def restart_in_place(engine, container_id: str) -> int:
     count = (container.attrs.get("RestartCount") or 0) + 1
     cgroup = cgroup_of(container)
     try:
-        plan = plan_for(container)
+        plan = plan_for(container, attach_network(container))
         if cgroup is not None:
             cgroup.create(container.attrs["HostConfig"])
         stdio = Stdio(container.attrs["Config"])

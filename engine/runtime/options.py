@@ -220,24 +220,36 @@ def parse_labels(labels) -> dict:
     return out
 
 
-NETWORK_MODES = ("none", "host")
-
-
 def host_config(*, auto_remove: bool = False, mem_limit=None, memswap_limit=None, nano_cpus=None,
                 cpus=None, cpu_shares=None, cpu_period=None, cpu_quota=None, cpuset_cpus=None,
                 pids_limit=None, ulimits=None, cap_add=(), cap_drop=(), privileged: bool = False,
                 read_only: bool = False, tmpfs=None, volumes=None, init: bool = False,
-                restart_policy=None, log_config=None, network_mode: str | None = None) -> dict:
+                restart_policy=None, log_config=None, network_mode: str | None = None,
+                ports=None, publish_all_ports: bool = False, links=None, extra_hosts=None,
+                dns=None, dns_search=None, dns_opt=None) -> dict:
     """The ``HostConfig`` of a new container, docker's field names, checked.
 
-    ``network_mode``: "none" (the default until Dockyard has bridges: a
-    network namespace with only loopback) or "host" (no network namespace:
-    the host's interfaces, as ``docker run --network host``).
+    ``network_mode``: "bridge" (the default), a user-defined network's name,
+    "host", "none" or "container:<name|id>" (checked against what exists when
+    the container is created: engine/network/sandbox.py). ``ports``: docker-py's
+    ``{"80/tcp": 8080}`` or ``-p`` specs; ``links``: ``{"db": "alias"}`` or
+    ``["db:alias"]``; ``extra_hosts``: ``{"name": "ip"}`` or ``["name:ip"]``.
     """
-    network_mode = network_mode or "none"
-    if network_mode not in NETWORK_MODES:
-        raise UsageError(f"network mode {network_mode!r} is not available: Dockyard supports "
-                         f"{' and '.join(NETWORK_MODES)} (bridge networks are not built yet)")
+    network_mode = network_mode or "bridge"
+    if network_mode == "default":
+        network_mode = "bridge"
+    port_bindings = parse_ports(ports)
+    link_list = [f"{k}:{v}" for k, v in links.items()] if isinstance(links, dict) else list(links or [])
+    hosts = [f"{k}:{v}" for k, v in extra_hosts.items()] if isinstance(extra_hosts, dict) \
+        else list(extra_hosts or [])
+    for item in hosts:
+        name, sep, ip = item.partition(":")
+        if not sep or not name or not _is_ip(ip):
+            raise UsageError(f"invalid argument {item!r} for \"--add-host\" flag: "
+                             "invalid IP address in add-host: " + repr(ip))
+    for server in dns or []:
+        if not _is_ip(server):
+            raise UsageError(f"{server} is not an ip address")
     memory = parse_bytes(mem_limit, "--memory") if mem_limit not in (None, "", 0) else 0
     if memory and memory < 6 * 1024 * 1024:
         raise UsageError("Minimum memory limit allowed is 6MB")
@@ -273,6 +285,13 @@ def host_config(*, auto_remove: bool = False, mem_limit=None, memswap_limit=None
     return {
         "AutoRemove": bool(auto_remove),
         "NetworkMode": network_mode,
+        "PortBindings": port_bindings or {},
+        "PublishAllPorts": bool(publish_all_ports),
+        "Links": [_docker_link(item) for item in link_list] or None,
+        "ExtraHosts": hosts or None,
+        "Dns": list(dns or []),
+        "DnsSearch": list(dns_search or []),
+        "DnsOptions": list(dns_opt or []),
         "Privileged": bool(privileged),
         "ReadonlyRootfs": bool(read_only),
         "CapAdd": [capability(c) for c in cap_add] or None,
@@ -292,3 +311,74 @@ def host_config(*, auto_remove: bool = False, mem_limit=None, memswap_limit=None
         "PidsLimit": int(pids_limit) if pids_limit not in (None, "") else None,
         "Ulimits": [parse_ulimit(u) for u in ulimits or []] or None,
     }
+
+
+def _is_ip(text: str) -> bool:
+    import ipaddress
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _docker_link(item: str) -> str:
+    """``db`` or ``db:alias`` -> ``db:alias`` (docker keeps ``/db:/<name>/alias``;
+    the container's own name is not known yet here, so the short form is kept)."""
+    name, _, alias = item.partition(":")
+    if not name:
+        raise UsageError(f"invalid link: {item!r}")
+    return f"{name}:{alias or name}"
+
+
+def parse_ports(ports) -> dict:
+    """``-p`` specs (a list) or docker-py's ``{"80/tcp": 8080 | ("127.0.0.1", 8080) | None}``
+    -> HostConfig.PortBindings (engine/network/ports.py has docker's rules)."""
+    if not ports:
+        return {}
+    from ..network import ports as port_specs
+
+    if isinstance(ports, dict):
+        out = {}
+        for key, value in ports.items():
+            key = str(key) if "/" in str(key) else f"{key}/tcp"
+            values = value if isinstance(value, list) else [value]
+            for v in values:
+                if v is None:
+                    host_ip, host_port = "", ""
+                elif isinstance(v, tuple):
+                    host_ip, host_port = v[0], str(v[1]) if len(v) > 1 else ""
+                else:
+                    host_ip, host_port = "", str(v)
+                out.setdefault(key, []).append({"HostIp": host_ip, "HostPort": host_port})
+        return out
+    _, bindings = port_specs.parse_publish(list(ports))
+    return bindings
+
+
+def parse_expose(items) -> list[str]:
+    """``--expose 80``, ``8000-8002``, ``53/udp`` -> ["80/tcp", ...]."""
+    out = []
+    for item in items:
+        port, _, proto = str(item).partition("/")
+        proto = (proto or "tcp").lower()
+        start, _, end = port.partition("-")
+        try:
+            first, last = int(start), int(end or start)
+            if not (0 < first <= last <= 65535):
+                raise ValueError
+        except ValueError:
+            raise UsageError(f"invalid range format for --expose: {item}") from None
+        out += [f"{p}/{proto}" for p in range(first, last + 1)]
+    return out
+
+
+def parse_mac(text: str) -> str:
+    """``--mac-address``: six hex octets; a unicast address (the group bit of
+    the first octet clear), as the kernel requires for an interface."""
+    import re
+    if not re.fullmatch(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}", text):
+        raise UsageError(f"{text} is not a valid mac address")
+    if int(text[:2], 16) & 1:
+        raise UsageError(f"{text} is a multicast address: a container needs a unicast one")
+    return text.lower()

@@ -69,7 +69,7 @@ from .plan import (
     MOUNT_FLAG_NAMES, MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC,
     MS_REMOUNT, MS_STRICTATIME, CAPABILITY_NAMES, ChangeDir, DieWithParent, DropBoundingSet, Exec, LoopbackUp,
     MakeDevice, MakeDir, Mount, MountInRoot, PivotRoot, Plan, SetCapabilities, SetHostname,
-    SetRlimit, SetsidCtty, SetUser, Symlink, JoinCgroup,
+    SetNamespace, SetRlimit, SetsidCtty, SetUser, Symlink, JoinCgroup,
 )
 from .user import ExecUser, RootView, SetupError, check_mount_target
 
@@ -235,7 +235,7 @@ def container_plan(overlay, argv: list[str], env: list[str], config: dict, host_
                    *, user: ExecUser | None = None, view: RootView | None = None,
                    available_caps: set[int] | None = None, tty: bool = False,
                    die_with_parent: bool = True, cgroup_procs: list[str] | tuple = (),
-                   title: str = "") -> Plan:
+                   title: str = "", network=None) -> Plan:
     """Assemble the plan for one container (see the module docstring).
 
     ``overlay`` is the :class:`~engine.snapshot.Overlay` of its root file
@@ -250,7 +250,10 @@ def container_plan(overlay, argv: list[str], env: list[str], config: dict, host_
     terminal that becomes the container's controlling terminal.
     ``cgroup_procs``: the ``cgroup.procs`` file of each of its cgroup
     directories (the engine made them, with their limits): the child joins
-    them first of all.
+    them first of all. ``network``: the container's network sandbox
+    (engine/network/sandbox.py): a namespace file to join instead of a new
+    namespace, or none at all (``host``), and the hosts/resolv/hostname files
+    to bind; without it, a new namespace with only ``lo``.
     """
     hc = host_config or {}
     user = user or ExecUser(0, 0, (0,), "/root")
@@ -258,8 +261,11 @@ def container_plan(overlay, argv: list[str], env: list[str], config: dict, host_
     root = overlay.target
     workdir = config.get("WorkingDir") or "/"
     host_network = hc.get("NetworkMode") == "host"
+    join_net = getattr(network, "join", None)
+    new_net = not host_network and not join_net
     # --network host: no network namespace, the host's interfaces (docker's "host" mode).
-    namespaces = tuple(ns for ns in NAMESPACES if ns != "net") if host_network else NAMESPACES
+    # A sandbox's namespace (made by the engine, with its veth): joined, not cloned.
+    namespaces = NAMESPACES if new_net else tuple(ns for ns in NAMESPACES if ns != "net")
     plan = Plan(namespaces=namespaces, title=title)
     container_dir = os.path.dirname(root)
     snapshots = os.path.commonpath(overlay.lower) if len(overlay.lower) > 1 \
@@ -274,6 +280,11 @@ def container_plan(overlay, argv: list[str], env: list[str], config: dict, host_
     for n, procs in enumerate(cgroup_procs):
         plan.add(JoinCgroup(procs), "" if n else "into our cgroup (every hierarchy), before anything "
                  "else: all we do and become is limited and counted from now on")
+
+    if join_net:
+        plan.add(SetNamespace("net", join_net, network.join_fd),
+                 "the network namespace the engine prepared (veth, address, routes): joined "
+                 "before /sys is mounted, so /sys/class/net shows its interfaces")
 
     # 2. The root file system and the kernel's file systems.
     plan.add(Mount(None, "/", None, MS_REC | MS_PRIVATE),
@@ -311,6 +322,10 @@ def container_plan(overlay, argv: list[str], env: list[str], config: dict, host_
         plan.add(MountInRoot(root, INIT_PATH, None, None,
                              MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV),
                  "read-only: the container cannot replace the engine's binary")
+    for n, (source, target) in enumerate(getattr(network, "files", ()) or ()):
+        plan.add(MountInRoot(root, target, source, None, MS_BIND, create="file"),
+                 "" if n else "the engine writes /etc/hosts, /etc/resolv.conf and /etc/hostname "
+                 "for the container (and rewrites hosts when peers come and go)")
     for step in user_mounts(root, hc, view):
         plan.add(step)
 
@@ -341,7 +356,7 @@ def container_plan(overlay, argv: list[str], env: list[str], config: dict, host_
                  "--read-only: the container's layer cannot be written (/dev, /proc, volumes and "
                  "--tmpfs are other mounts and keep their own flags)")
     plan.add(SetHostname(config.get("Hostname") or "localhost"), "in the new UTS namespace only")
-    if not host_network:
+    if new_net:
         plan.add(LoopbackUp(), "the new network namespace has only lo, and it starts down")
     plan.add(ChangeDir(workdir), "after pivot_root: the working directory is inside the container")
 

@@ -39,7 +39,12 @@ MOUNT_OPTIONS_MAX = 4095
 # Mount points every container root needs, provided by a shared read-only
 # layer on top of the image (Docker's "-init" layer plays the same role), so
 # creating them never writes into the container's own layer.
-INIT_DIRS = ("dev", "proc", "sys")
+INIT_DIRS = ("dev", "proc", "sys", "etc")
+# Mount points of the files the engine writes for each container
+# (engine/network/sandbox.py): here, not in the container's own layer, so
+# that ``diff`` and ``commit`` do not see them (docker's "-init" layer does
+# the same).
+INIT_FILES = ("etc/hosts", "etc/resolv.conf", "etc/hostname")
 
 # statfs(2) f_type values of filesystems that cannot hold an overlay upper
 # directory (overlayfs needs d_type and trusted.* xattrs; see
@@ -115,11 +120,20 @@ class Snapshotter:
 
     def init_layer(self) -> Path:
         path = self.layout.init_layer
-        if not path.exists():
+        if not (path / INIT_FILES[-1]).exists():
+            if path.exists():
+                # A root made before the network files existed: add them (new
+                # names only: nothing a running container already sees changes).
+                for name in INIT_FILES:
+                    (path / name).parent.mkdir(mode=0o755, exist_ok=True)
+                    (path / name).touch(mode=0o644, exist_ok=True)
+                return path
             tmp = self.layout.snapshots / f".init-{os.getpid()}-{os.urandom(4).hex()}"
             tmp.mkdir(parents=True)
             for name in INIT_DIRS:
                 (tmp / name).mkdir(mode=0o755)
+            for name in INIT_FILES:
+                (tmp / name).touch(mode=0o644)
             try:
                 os.rename(tmp, path)
             except OSError:

@@ -652,7 +652,7 @@ def test_export_of_a_created_container_is_the_image_plus_its_mount_points(engine
     data = b"".join(container.export())
     members = {info.name: (info, content) for info, content in tar_members(data)}
     layer = engine.content.read(engine.images.get("busybox").layers[0].digest)
-    expected = {info.name for info, _ in tar_members(layer)} | {"dev", "proc", "sys"}
+    expected = {info.name for info, _ in tar_members(layer)} | {"dev", "proc", "sys", "etc/hosts", "etc/resolv.conf", "etc/hostname"}
     assert set(members) == expected
     assert _names(data)[0] == "bin"  # no "./" entry, as docker export
     busybox_entries = [(i, c) for i, c in members.values() if i.name.startswith("bin/")]

@@ -167,7 +167,10 @@ class NetworkCollection:
                 return True
             return any(match_labels(labels, [item]) for item in wanted.get("label!", []))
 
-        return {"NetworksDeleted": self.store.prune(keep=keep) or None}
+        deleted = self.store.prune(keep=keep)
+        from . import sandbox
+        sandbox.drop_idle_bridges(self._engine)  # idle devices of a scratch root (not the default one)
+        return {"NetworksDeleted": deleted or None}
 
     def release_stale(self) -> list[tuple[str, str]]:
         """Drop endpoints whose container is gone; returns (network name, container id) pairs."""

@@ -203,7 +203,8 @@ def host_routes() -> list[IPv4Network]:
     """
     import socket
 
-    from pyroute2 import IPRoute
+    from .link import pyroute2
+    IPRoute, _ = pyroute2()
 
     found = []
     with IPRoute() as ip:

@@ -13,13 +13,10 @@ One container endpoint on a bridge, as :func:`endpoint_steps` plans it::
     ip link add name dockyard0 type bridge address 02:42:0a:c8:00:01      EnsureBridge
     ip addr add 10.200.0.1/16 dev dockyard0                           (made once, on first use)
     ip link set dockyard0 up
-    ip link add dy1a2b3c4d5e type veth peer name dp1a2b3c4d5e        AddVeth
-    ip link set dy1a2b3c4d5e master dockyard0                         SetMaster
+    ip link add dy1a2b3c4d5e master dockyard0 type veth \              AddVethInto
+        peer name eth0 netns /var/lib/dockyard/netns/<id> address 02:42:0a:c8:00:02
     bridge link set dev dy1a2b3c4d5e isolated on                      SetIsolated (icc=false)
     ip link set dy1a2b3c4d5e up                                       SetUp
-    ip link set dp1a2b3c4d5e netns /var/lib/dockyard/netns/<id>       MoveToNetns
-    nsenter --net=... ip link set dp1a2b3c4d5e name eth0              Rename
-    nsenter --net=... ip link set eth0 address 02:42:0a:c8:00:02      SetMac
     nsenter --net=... ip addr add 10.200.0.2/16 dev eth0              AddAddress
     nsenter --net=... ip link set lo up                               SetUp
     nsenter --net=... ip link set eth0 up                             SetUp
@@ -29,9 +26,10 @@ The veth pair (veth(4)) is a cable with two ends: what enters one leaves the
 other. One end is a port of the bridge (a virtual switch) in the host's
 namespace, the other is the container's eth0 in its own namespace. The
 host-side name is "dy" + 10 hex digits of the endpoint ID, within IFNAMSIZ
-(16 bytes with the NUL); the container side is created as "dp..." in the
-host namespace and renamed once it has moved (a name is per namespace, so
-every container can have an eth0). Deleting either end deletes both, and
+(16 bytes with the NUL); the container side is born inside the container's
+namespace as eth0 (a name is per namespace, so every container can have an
+eth0). The separate steps AddVeth, MoveToNetns and Rename do the same in
+three moves, as a learner would type them; they are kept for that. Deleting either end deletes both, and
 destroying the namespace deletes the end inside it: removing a container's
 namespace is enough to remove its veth pairs.
 
@@ -52,6 +50,9 @@ import os
 import socket
 from dataclasses import dataclass
 from typing import Iterable, NamedTuple
+
+CLONE_NEWNET = 0x40000000   # <linux/sched.h>
+NETLINK_ROUTE = 0           # <linux/netlink.h>
 
 
 def _in(netns: str | None, command: str) -> str:
@@ -88,6 +89,31 @@ class EnsureBridge:
         if self.up:
             lines.append(f"ip link set {self.name} up")
         return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class AddVethInto:
+    """A veth pair made in one message, its container end born in the namespace.
+
+    The host end ``host_ifname`` is created as a port of ``bridge``; its
+    peer is created directly inside ``netns_path`` with its final name
+    (``eth0``) and MAC (IFLA_NET_NS_FD in the peer's attributes, veth(4)).
+    Making the peer in the host and moving it later costs a device
+    re-registration in each namespace -- two RCU grace periods, the slowest
+    part of a start -- and a rename; this is one ``RTM_NEWLINK``.
+    """
+
+    host_ifname: str
+    bridge: str
+    netns_path: str
+    ifname: str
+    mac: str | None = None
+
+    def shell(self) -> str:
+        peer = f"name {self.ifname} netns {self.netns_path}"
+        if self.mac:
+            peer += f" address {self.mac}"
+        return f"ip link add {self.host_ifname} master {self.bridge} type veth peer {peer}"
 
 
 @dataclass(frozen=True)
@@ -235,13 +261,10 @@ def endpoint_steps(bridge: str, host_ifname: str, netns_path: str, ifname: str,
     via ``gateway`` (none for an internal network: no way out).
     ``isolated``: the bridge port is isolated (``--icc=false``).
     """
-    peer = _peer_ifname(host_ifname)
-    steps = [AddVeth(host_ifname, peer), SetMaster(host_ifname, bridge)]
+    steps = [AddVethInto(host_ifname, bridge, netns_path, ifname, mac)]
     if isolated:
         steps.append(SetIsolated(host_ifname, True))
-    steps += [SetUp(host_ifname), MoveToNetns(peer, netns_path), Rename(peer, ifname, netns_path)]
-    if mac:
-        steps.append(SetMac(ifname, mac, netns_path))
+    steps.append(SetUp(host_ifname))
     if address_cidr:
         steps.append(AddAddress(ifname, address_cidr, netns_path))
     steps += [SetUp("lo", netns_path), SetUp(ifname, netns_path)]
@@ -264,8 +287,7 @@ def perform(steps: Iterable) -> None:
     veth pairs this call made are deleted first (a half-made endpoint would
     otherwise stay in the host's namespace). Nothing else is undone.
     """
-    from pyroute2 import IPRoute
-    from pyroute2.netlink.exceptions import NetlinkError
+    IPRoute, NetlinkError = pyroute2()
 
     sockets: dict[str | None, IPRoute] = {}
     made: list[str] = []  # veths made by this call: undone if a later step fails
@@ -274,7 +296,7 @@ def perform(steps: Iterable) -> None:
         if netns not in sockets:
             if netns is not None and not _is_netns(netns):
                 raise FileNotFoundError(errno.ENOENT, "no network namespace at this path", netns)
-            sockets[netns] = IPRoute() if netns is None else IPRoute(netns=netns, flags=0)
+            sockets[netns] = IPRoute() if netns is None else IPRoute(use_socket=_socket_in(netns))
         return sockets[netns]
 
     try:
@@ -291,7 +313,7 @@ def perform(steps: Iterable) -> None:
                     e.add_note(f"while doing: {step.shell()}")
                 _undo(made, ipr)
                 raise
-            if isinstance(step, AddVeth):
+            if isinstance(step, (AddVeth, AddVethInto)):
                 made.append(step.host_ifname)
     finally:
         for sock in sockets.values():
@@ -307,6 +329,83 @@ def _undo(veths: list[str], ipr) -> None:
             _delete_link(DeleteLink(name), ipr)
         except Exception:
             pass  # the original error is the one to report
+
+
+def pyroute2():
+    """(IPRoute, NetlinkError), imported without running ``pyroute2/__init__.py``.
+
+    That file imports every part of pyroute2 (NDB, IPDB, conntrack,
+    ethtool...): about 100 ms, on every ``dockyard run``. Dockyard needs
+    only ``pyroute2.iproute.linux``, so the package is registered first as a
+    bare module with the right ``__path__`` (the import system then finds
+    the submodules; PEP 451), whose ``__getattr__`` (PEP 562) runs the real
+    ``__init__.py`` the first time anyone asks for a name it would define --
+    so ``from pyroute2 import NDB`` elsewhere still works.
+    """
+    import importlib
+    import importlib.util
+    import sys
+    import types
+
+    if "pyroute2" not in sys.modules:
+        spec = importlib.util.find_spec("pyroute2")
+        package = types.ModuleType("pyroute2")
+        package.__spec__, package.__file__ = spec, spec.origin
+        package.__path__ = list(spec.submodule_search_locations)
+        package.__package__ = "pyroute2"
+
+        def complete(name):
+            if name.startswith("__"):
+                raise AttributeError(name)
+            if importlib.util.find_spec(f"pyroute2.{name}") is not None:
+                return importlib.import_module(f"pyroute2.{name}")  # a submodule: no need for all
+            del package.__getattr__
+            with open(spec.origin, "rb") as f:
+                exec(compile(f.read(), spec.origin, "exec"), package.__dict__)
+            return getattr(package, name)
+
+        package.__getattr__ = complete
+        sys.modules["pyroute2"] = package
+    from pyroute2.iproute.linux import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+    return IPRoute, NetlinkError
+
+
+def _socket_in(path: str) -> socket.socket:
+    """A netlink socket of the namespace at ``path``.
+
+    A socket belongs to the network namespace of the thread that creates it,
+    for ever (socket(7), network_namespaces(7)); setns(2) moves only the
+    calling *thread*. So a short-lived thread enters the namespace, makes
+    the socket and ends; this process never leaves its own namespace. (What
+    pyroute2 does by itself is fork a helper that sends the socket back: the
+    same result, a few milliseconds slower.) SOCK_DGRAM, as asyncio wants.
+    """
+    import ctypes
+    import threading
+
+    if not _is_netns(path):
+        raise FileNotFoundError(errno.ENOENT, "no network namespace at this path", path)
+    result: dict = {}
+
+    def enter_and_make():
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            if libc.setns(fd, CLONE_NEWNET) != 0:
+                code = ctypes.get_errno()
+                result["error"] = OSError(code, f"setns: {os.strerror(code)}", path)
+                return
+        finally:
+            os.close(fd)
+        result["socket"] = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE)
+
+    thread = threading.Thread(target=enter_and_make, name="netns-socket")
+    thread.start()
+    thread.join()
+    if "error" in result:
+        raise result["error"]
+    return result["socket"]
 
 
 def _is_netns(path: str) -> bool:
@@ -326,7 +425,7 @@ def _code(e) -> int:
 
 
 def _ensure_bridge(step: EnsureBridge, ipr) -> None:
-    from pyroute2.netlink.exceptions import NetlinkError
+    _, NetlinkError = pyroute2()
 
     ip = ipr(None)
     found = ip.link_lookup(ifname=step.name)
@@ -353,6 +452,20 @@ def _ensure_bridge(step: EnsureBridge, ipr) -> None:
                     raise
     if step.up:
         ip.link("set", index=index, state="up")
+
+
+def _add_veth_into(step: AddVethInto, ipr) -> None:
+    ip = ipr(None)
+    if not _is_netns(step.netns_path):
+        raise FileNotFoundError(errno.ENOENT, "no network namespace at this path", step.netns_path)
+    fd = os.open(step.netns_path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        peer = {"ifname": step.ifname, "net_ns_fd": fd}
+        if step.mac:
+            peer["address"] = step.mac
+        ip.link("add", ifname=step.host_ifname, kind="veth", master=_index(ip, step.bridge), peer=peer)
+    finally:
+        os.close(fd)
 
 
 def _add_veth(step: AddVeth, ipr) -> None:
@@ -407,7 +520,7 @@ def _add_default_route(step: AddDefaultRoute, ipr) -> None:
 
 
 def _delete_link(step: DeleteLink, ipr) -> None:
-    from pyroute2.netlink.exceptions import NetlinkError
+    _, NetlinkError = pyroute2()
 
     if step.netns is not None and not _is_netns(step.netns):
         return  # the namespace is gone, and everything that was in it
@@ -422,7 +535,7 @@ def _delete_link(step: DeleteLink, ipr) -> None:
             raise
 
 
-_DO = {EnsureBridge: _ensure_bridge, AddVeth: _add_veth, SetMaster: _set_master,
+_DO = {EnsureBridge: _ensure_bridge, AddVethInto: _add_veth_into, AddVeth: _add_veth, SetMaster: _set_master,
        SetIsolated: _set_isolated, SetUp: _set_up, MoveToNetns: _move, Rename: _rename,
        SetMac: _set_mac, AddAddress: _add_address, AddDefaultRoute: _add_default_route,
        DeleteLink: _delete_link}
@@ -459,7 +572,7 @@ class Link(NamedTuple):
 
 def list_links(prefix: str = "", netns: str | None = None) -> list[Link]:
     """The interfaces whose names start with ``prefix``, in the host's namespace or ``netns``."""
-    from pyroute2 import IPRoute
+    IPRoute, _ = pyroute2()
 
     if netns is not None and not _is_netns(netns):
         return []
@@ -491,7 +604,7 @@ def interfaces(netns_path: str | None = None) -> list[tuple[str, str]]:
 
 def addresses(ifname: str, netns: str | None = None) -> list[str]:
     """The IPv4 addresses of ``ifname`` as "a.b.c.d/nn"."""
-    from pyroute2 import IPRoute
+    IPRoute, _ = pyroute2()
 
     with (IPRoute() if netns is None else IPRoute(netns=netns, flags=0)) as ip:
         found = ip.link_lookup(ifname=ifname)

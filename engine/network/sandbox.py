@@ -500,29 +500,30 @@ def detach(engine, container, *, refresh_peers: bool = True) -> None:
         container.update_record(clear)
     except EngineError:
         clear(container.attrs)  # removed meanwhile: keep our copy consistent
-    _drop_idle_bridges(engine, store, released)
     if refresh_peers:
         _refresh_peers(engine, container, records=released)
 
 
-def _drop_idle_bridges(engine, store, records) -> None:
-    """A root other than /var/lib/dockyard (a notebook's, a test's) takes its
-    bridges away when their last container leaves, so that deleting the root
-    leaves nothing on the host; the default root keeps them, as dockerd keeps
-    docker0 and its networks' bridges."""
+def drop_idle_bridges(engine) -> list[str]:
+    """Delete the bridge devices of this root that no container uses; their
+    names. Deleting a bridge costs the kernel an RCU grace period (tens of
+    milliseconds), so it is not done as containers come and go; ``network
+    prune`` does it for a root other than /var/lib/dockyard (a notebook's, a
+    test's), so that removing that root leaves nothing on the host. The
+    default root keeps its bridges, as dockerd keeps docker0."""
     from ..layout import DEFAULT_ROOT
-
-    if os.path.abspath(str(engine.layout.root)) == os.path.abspath(DEFAULT_ROOT):
-        return
     from . import link
 
-    for record in records:
-        try:
-            fresh = store.get(record["Id"])
-        except EngineError:
-            continue
-        if not fresh.get("Containers"):
-            link.delete_bridge(fresh["Options"]["com.docker.network.bridge.name"])
+    if os.path.abspath(str(engine.layout.root)) == os.path.abspath(DEFAULT_ROOT):
+        return []
+    dropped = []
+    for record in _store(engine)._records():
+        name = (record.get("Options") or {}).get("com.docker.network.bridge.name")
+        if name and record.get("Driver") == "bridge" and not record.get("Containers") \
+                and link.bridge_exists(name):
+            link.delete_bridge(name)
+            dropped.append(name)
+    return dropped
 
 
 def _stop_proxy(proxy: dict) -> None:

@@ -88,7 +88,7 @@ static struct {
     int out_fd, err_fd, pty_fd, stdin_fd, listen_fd;
     int clients[MAX_CLIENTS], nclients, remover_fd;
     long long log_max_size;
-    int log_max_file, restart_max, restart_count, auto_remove;
+    int log_max_file, restart_max, restart_count, auto_remove, release_network;
     const char *oom_files[MAX_LIST];
     const char *cgroups[MAX_LIST];
     int ncgroups;
@@ -124,6 +124,7 @@ static void parse_args(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         const char *flag = argv[i];
         if (strcmp(flag, "--auto-remove") == 0) { opt.auto_remove = 1; continue; }
+        if (strcmp(flag, "--release-network") == 0) { opt.release_network = 1; continue; }
         if (i + 1 >= argc)
             fatal("%s needs a value", flag);
         const char *v = argv[++i];
@@ -782,6 +783,12 @@ static void finish(void)
         }
     }
     say_goodbye(code, -1);
+    if (opt.release_network) {
+        /* The container's veths, addresses and peers' /etc/hosts entries go
+         * now, not at the next engine command (engine/network/sandbox.py). */
+        exec_engine("_netdown");
+        exit(125);
+    }
     exit(0);
 }
 

@@ -57,7 +57,7 @@ COMMANDS = {
 # Commands nobody types: a container's monitor execs them when the container
 # has exited (`python -m engine _restart ID`). They are only in the parser
 # when asked for, so they appear in no help and no reference.
-HIDDEN = {"_restart": "container", "_autoremove": "container"}
+HIDDEN = {"_restart": "container", "_autoremove": "container", "_netdown": "container"}
 
 
 class Only:

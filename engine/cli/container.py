@@ -277,6 +277,10 @@ def register_hidden(commands) -> None:
     p.add_argument("--client", type=int, action="append", default=[])
     p.set_defaults(func=cmd__restart)
 
+    p = commands.add_parser("_netdown")
+    p.add_argument("container")
+    p.set_defaults(func=cmd__netdown)
+
     p = commands.add_parser("_autoremove")
     p.add_argument("container")
     p.add_argument("--client", type=int, action="append", default=[])
@@ -542,6 +546,16 @@ def cmd_port(engine, args) -> int:
 def cmd__restart(engine, args) -> int:
     from ..runtime import launcher
     return launcher.restart_in_place(engine, args.container)
+
+
+def cmd__netdown(engine, args) -> int:
+    """The monitor, once its container exited: give back the network now."""
+    from ..errors import NotFound
+    try:
+        engine.containers.get(args.container)  # merging the exit releases it (Container.refresh_state)
+    except NotFound:
+        pass
+    return 0
 
 
 def cmd__autoremove(engine, args) -> int:

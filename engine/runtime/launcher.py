@@ -549,6 +549,8 @@ def monitor_args(container, pid: int, started_at: str, stdio: Stdio, listen_fd: 
             args += ["--cgroup-parent", str(path)]
     if host.get("AutoRemove"):
         args.append("--auto-remove")
+    if (attrs.get("NetworkSettings") or {}).get("SandboxKey"):
+        args.append("--release-network")  # at the exit: python -m engine _netdown ID
     return args
 
 

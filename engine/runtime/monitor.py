@@ -75,6 +75,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--restart-max", type=int, default=0)
     p.add_argument("--restart-count", type=int, default=0)
     p.add_argument("--auto-remove", action="store_true")
+    p.add_argument("--release-network", action="store_true")
     return p.parse_args(argv)
 
 
@@ -573,6 +574,11 @@ class Monitor:
                 self.exec_engine("_autoremove")
                 os._exit(125)
         self.say_goodbye(code)
+        if a.release_network:
+            # Give back the veths, addresses and peers' /etc/hosts entries now,
+            # not at the next engine command (engine/network/sandbox.py).
+            self.exec_engine("_netdown")
+            os._exit(125)
         os._exit(0)
 
     def wait_for_remover(self) -> None:

@@ -355,6 +355,45 @@ def describe(engine, container) -> Sandbox:
     return Sandbox(mode, join=netns_path(engine, container), files=files)
 
 
+def explain(engine, container) -> list[str]:
+    """``--explain``: the engine's network steps for this container, as ``ip``
+    commands (the address and MAC come from the IPAM at start: shown as such)."""
+    mode = mode_of(container.attrs["HostConfig"])
+    head = f"# first, in the engine: the container's network (--network {mode})"
+    if mode == "host":
+        return [head, "# none: it shares the host's network namespace"]
+    if mode == "none":
+        return [head, "# none: the clone makes a new, empty network namespace (only lo)"]
+    if mode.startswith("container:"):
+        return [head, f"# none: it joins the namespace of {mode.partition(':')[2]}"]
+    from . import config as netconfig
+    from . import link
+
+    path = netns_path(engine, container)
+    lines = [head, f"NS={path}",
+             "touch $NS && unshare --net=$NS true    # a new namespace, pinned by a bind mount "
+             "on the file (as ip netns add does in /run/netns)"]
+    store = _store(engine)
+    for index, name in enumerate(network_names(container)):
+        try:
+            record = store.find(name)
+        except EngineError as e:
+            lines.append(f"# {e}")
+            continue
+        ipam = record["IPAM"]["Config"][0]
+        prefix = ipaddress.ip_network(ipam["Subnet"]).prefixlen
+        gateway = None if record.get("Internal") else ipam.get("Gateway")
+        bridge = record["Options"]["com.docker.network.bridge.name"]
+        isolated = record["Name"] == "bridge" and not netconfig.load(engine.layout).icc
+        steps = [link.EnsureBridge(bridge, f"{ipam.get('Gateway')}/{prefix}" if gateway else None)]
+        steps += link.endpoint_steps(bridge, "dy<endpoint>", netns_path(engine, container),
+                                     f"eth{index}", f"<next free address of {ipam['Subnet']}>/{prefix}",
+                                     gateway, "<02:42 + the address>", isolated)
+        lines += link.explain(steps).splitlines()
+    lines.append("# then /etc/hosts, /etc/resolv.conf and /etc/hostname in the container's directory")
+    return [line.replace(path, "$NS") if i > 1 else line for i, line in enumerate(lines)]
+
+
 def attach(engine, container) -> Sandbox:
     """Make the container's network for this run (see the module docstring).
 

@@ -275,6 +275,8 @@ class Container:
                               network=sandbox)
         if procs:
             plan.aliases.append(("CG", f"{cgroup.parent}/{self.id}"))
+        if sandbox.join and not sandbox.join.startswith("/proc/<"):
+            plan.aliases.append(("NS", sandbox.join))
         return plan
 
     # -- running in the foreground -----------------------------------------------

@@ -121,18 +121,21 @@ def cgroup_of(container):
 
 def explain(container, plan) -> str:
     """``--explain``: what the engine does before the clone (the container's
-    cgroup: its directories and limits, as shell commands), then the child's
-    plan, which starts by joining that cgroup."""
+    network: its namespace, veth and address; its cgroup: directories and
+    limits, as shell commands), then the child's plan, which starts by
+    joining that cgroup (and that network namespace)."""
+    from ..network import sandbox
+
+    lines = sandbox.explain(container._engine, container)
     cgroup = cgroup_of(container)
-    if cgroup is None or cgroup.version == "none":
-        return plan.render()
-    own = f"{cgroup.parent}/{container.id}"
-    lines = [f"# first, in the engine: the container's cgroup (v{cgroup.version}), CG={own}"]
-    body = [f"mkdir -p {path}" for path in cgroup.dirs]
-    for write in cgroup.plan(container.attrs["HostConfig"]):
-        body.append(write.shell() + (f"    # {write.why}" if write.why else ""))
-    lines += [line.replace(own, "$CG") for line in body]
-    return "\n".join(lines) + "\n" + plan.render()
+    if cgroup is not None and cgroup.version != "none":
+        own = f"{cgroup.parent}/{container.id}"
+        lines.append(f"# first, in the engine: the container's cgroup (v{cgroup.version}), CG={own}")
+        body = [f"mkdir -p {path}" for path in cgroup.dirs]
+        for write in cgroup.plan(container.attrs["HostConfig"]):
+            body.append(write.shell() + (f"    # {write.why}" if write.why else ""))
+        lines += [line.replace(own, "$CG") for line in body]
+    return "\n".join(lines + [plan.render()])
 
 
 class Stdio:

@@ -410,6 +410,8 @@ def attach(engine, container) -> Sandbox:
     from . import netns
 
     store = _store(engine)
+    for record in store.networks_of(container.id):
+        store.release(record, container.id)  # an address a crash left reserved for it
     path = netns_path(engine, container)
     engine.layout.netns.mkdir(parents=True, exist_ok=True)
     netns.create(path)

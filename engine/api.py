@@ -221,8 +221,8 @@ class ImageCollection:
         ``tag``: a name or a list of names, applied only if the whole build
         succeeds. ``buildargs``: ``{"NAME": "value"}`` for ARG. ``target``:
         the stage to stop at. ``nocache``: rebuild every step. ``labels``:
-        added to the final image. ``network_mode``: "none" (default) or
-        "host" for RUN steps. ``progress(event)``: called with each
+        added to the final image. ``network_mode``: "none" (default),
+        "bridge" or "host" for RUN steps. ``progress(event)``: called with each
         :class:`~engine.build.builder.Event` as the build goes.
 
         ``steps`` is the build log: one :class:`~engine.build.builder.Step`

@@ -41,7 +41,7 @@ def register(commands) -> None:
                    help="progress output: auto (docker's classic log) or plain (BuildKit's, for CI)")
     p.add_argument("--iidfile", metavar="FILE", help="write the image ID to FILE")
     p.add_argument("--network", default="none", metavar="MODE",
-                   help="network mode of RUN steps: none (default) or host")
+                   help="network mode of RUN steps: none (default), bridge (or default) or host")
     p.add_argument("context", metavar="CONTEXT",
                    help="a directory, or '-' to read a Dockerfile or a context tar from STDIN")
     p.set_defaults(func=cmd_build)

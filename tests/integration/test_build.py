@@ -255,6 +255,20 @@ def test_run_network_none_and_host(ctx):
         ctx.build(network_mode="bridgeless")
 
 
+def test_run_on_the_default_bridge(ctx, engine):
+    """--network bridge: each RUN container gets eth0 on the root's bridge, with
+    the gateway as its default route; the RUN's network is part of its cache key."""
+    from engine.network import config
+    _, steps = ctx.build("FROM busybox\nRUN ip -4 addr show eth0; ip route\n", network_mode="bridge")
+    out = steps[-1].output.decode()
+    gateway = config.load(engine.layout).bridge_interface.ip
+    assert f"default via {gateway} dev eth0" in out
+    assert f"inet {str(gateway).rsplit('.', 1)[0]}." in out
+    _, steps = ctx.build(network_mode="none")
+    assert steps[-1].cached is False and "not in cache" in steps[-1].reason
+    assert not list(engine.layout.netns.glob("*")) if engine.layout.netns.exists() else True
+
+
 # -- COPY ------------------------------------------------------------------------------
 
 

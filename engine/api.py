@@ -373,6 +373,13 @@ class ContainerCollection:
                               hostname=hostname, image_name=image_name)
         if not (config["Entrypoint"] or config["Cmd"]):
             raise UsageError("No command specified")
+        if hostname is None:
+            # docker: --network host shows the host's name, container:<x> the other's.
+            mode = hc.get("NetworkMode") or ""
+            if mode == "host":
+                config["Hostname"] = os.uname().nodename
+            elif mode.startswith("container:"):
+                config["Hostname"] = self.get(mode.partition(":")[2]).attrs["Config"].get("Hostname") or ""
         if user is not None:
             config["User"] = user
         config["Labels"] = {**config["Labels"], **options.parse_labels(labels)}

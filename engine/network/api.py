@@ -190,6 +190,10 @@ class NetworkCollection:
                     pinned = self._engine.layout.netns / container_id
                     if os.path.lexists(pinned):
                         netns.remove(pinned)
+        if released:
+            from . import sandbox
+            for name in {name for name, _ in released}:
+                sandbox.refresh_network(self._engine, self.store.get(name))  # forget the names
         return released
 
 

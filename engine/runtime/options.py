@@ -347,7 +347,8 @@ def parse_ports(ports) -> dict:
                 if v is None:
                     host_ip, host_port = "", ""
                 elif isinstance(v, tuple):
-                    host_ip, host_port = v[0], str(v[1]) if len(v) > 1 else ""
+                    host_ip = v[0] or ""
+                    host_port = str(v[1]) if len(v) > 1 and v[1] is not None else ""
                 else:
                     host_ip, host_port = "", str(v)
                 out.setdefault(key, []).append({"HostIp": host_ip, "HostPort": host_port})

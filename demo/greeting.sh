@@ -9,6 +9,7 @@ ps -o pid,comm | sed 's/^/    /'
 echo "  my root filesystem (the busybox image on overlayfs): $(ls / | tr '\n' ' ')"
 echo "  my mounts:"
 cut -d' ' -f1-3 /proc/mounts | sed 's/^/    /'
-echo "  my network interfaces: $(ls /sys/class/net) (a network namespace of its own)"
+echo "  my network interfaces: $(ls /sys/class/net | tr '\n' ' ')(a network namespace of its own)"
+echo "  my address: $(ip -o -4 addr show eth0 | awk '{print $4}'), default route via $(ip route | awk '/^default/ {print $3}')  (eth0: a veth pair to the host's bridge)"
 echo
 echo "The numbered plan above is every kernel step that made this container."

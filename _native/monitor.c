@@ -783,7 +783,8 @@ static void finish(void)
         }
     }
     say_goodbye(code, -1);
-    if (opt.release_network) {
+    if (opt.release_network && !file_exists(in_dir("stopping"))) {
+        /* (A stop or rm in progress releases it itself, and waits for us.) */
         /* The container's veths, addresses and peers' /etc/hosts entries go
          * now, not at the next engine command (engine/network/sandbox.py). */
         exec_engine("_netdown");

@@ -94,7 +94,38 @@ def root_defaults(root) -> dict:
     if os.path.abspath(str(root)) == os.path.abspath(str(DEFAULT_ROOT)):
         return {}
     digest = hashlib.sha256(os.path.abspath(str(root)).encode()).hexdigest()
-    return {"bridge": "dyb" + digest[:8], "bip": f"10.202.{int(digest[8:10], 16)}.1/24"}
+    bridge = "dyb" + digest[:8]
+    start = int(digest[8:10], 16)
+    # 256 choices collide often enough for two roots to meet: take the first
+    # /24 from the hashed one on that no other interface already routes.
+    taken = [net for iface, net in _routes() if iface != bridge]
+    for i in range(256):
+        subnet = ipaddress.IPv4Network(f"10.202.{(start + i) % 256}.0/24")
+        if not any(subnet.overlaps(net) for net in taken):
+            break
+    return {"bridge": bridge, "bip": f"{subnet.network_address + 1}/24"}
+
+
+def _routes() -> list[tuple[str, ipaddress.IPv4Network]]:
+    """(interface, destination) of the host's IPv4 routes, from /proc/net/route
+    (proc(5): little-endian hex; read without netlink, so without pyroute2).
+    Default routes are left out: everything overlaps them."""
+    out = []
+    try:
+        with open("/proc/net/route") as f:
+            lines = f.read().splitlines()[1:]
+    except OSError:
+        return out
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 8:
+            continue
+        dest = ipaddress.IPv4Address(int(fields[1], 16).to_bytes(4, "little"))
+        mask = ipaddress.IPv4Address(int(fields[7], 16).to_bytes(4, "little"))
+        if int(mask) == 0:
+            continue
+        out.append((fields[0], ipaddress.IPv4Network(f"{dest}/{mask}", strict=False)))
+    return out
 
 
 def load(layout) -> NetConfig:

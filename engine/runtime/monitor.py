@@ -574,7 +574,8 @@ class Monitor:
                 self.exec_engine("_autoremove")
                 os._exit(125)
         self.say_goodbye(code)
-        if a.release_network:
+        if a.release_network and not os.path.exists(os.path.join(a.dir, "stopping")):
+            # (A stop or rm in progress releases it itself, and waits for us.)
             # Give back the veths, addresses and peers' /etc/hosts entries now,
             # not at the next engine command (engine/network/sandbox.py).
             self.exec_engine("_netdown")

@@ -66,10 +66,21 @@ def test_run_explain_prints_the_plan_then_runs_it(cli):
     r = cli("run", "--rm", "--explain", "-h", "explained", "busybox", "hostname")
     assert r.returncode == 0
     assert r.stdout == "explained\n"
-    plan = r.stderr
+    engine_side, _, plan = r.stderr.partition("# plan for container")
+    # The default network is bridge: the engine makes the namespace (lo and the
+    # veth up, the default route) and the child joins it; the clone makes none.
+    engine_expected = [
+        "# first, in the engine: the container's network (--network bridge)",
+        "touch $NS && unshare --net=$NS true",
+        "type veth peer name eth0 netns $NS",
+        "nsenter --net=$NS ip link set lo up",
+        "nsenter --net=$NS ip route add default via ",
+    ]
     expected_in_order = [
-        "unshare --pid --mount --uts --ipc --net --fork",
-        "clone(CLONE_VM|CLONE_VFORK|CLONE_NEWPID|CLONE_NEWNS|CLONE_NEWUTS|CLONE_NEWIPC|CLONE_NEWNET|SIGCHLD)",
+        "unshare --pid --mount --uts --ipc --fork",
+        "clone(CLONE_VM|CLONE_VFORK|CLONE_NEWPID|CLONE_NEWNS|CLONE_NEWUTS|CLONE_NEWIPC|SIGCHLD)",
+        "nsenter --net=$NS",
+        'setns(open("$NS", O_RDONLY), CLONE_NEWNET)',
         "mount --make-rprivate /",
         "mount -t overlay overlay -o lowerdir=$LAYERS/init:$LAYERS/",
         "mount -t proc proc -o nosuid,nodev,noexec $ROOT/proc",
@@ -78,20 +89,38 @@ def test_run_explain_prints_the_plan_then_runs_it(cli):
         "mount -t devpts devpts -o nosuid,noexec,newinstance,ptmxmode=0666,mode=0620,gid=5 $ROOT/dev/pts",
         "mknod -m 666 $ROOT/dev/null c 1 3",
         "ln -s /proc/self/fd $ROOT/dev/fd",
+        "mount --bind $CTR/hosts $ROOT/etc/hosts",
+        "mount --bind $CTR/resolv.conf $ROOT/etc/resolv.conf",
+        "mount --bind $CTR/hostname $ROOT/etc/hostname",
         "cd $ROOT && pivot_root . . && umount -l . && cd /",
         'pivot_root(".", ".")',
         "hostname explained",
         'sethostname("explained", 9)',
-        "ip link set lo up",
         "exec env -i PATH=",
         'execve("hostname", ["hostname"]',
     ]
-    position = 0
-    for text in expected_in_order:
-        found = plan.find(text, position)
-        assert found >= 0, f"{text!r} missing (or out of order) in:\n{plan}"
-        position = found
+    for where, expected in ((engine_side, engine_expected), (plan, expected_in_order)):
+        position = 0
+        for text in expected:
+            found = where.find(text, position)
+            assert found >= 0, f"{text!r} missing (or out of order) in:\n{r.stderr}"
+            position = found
+    assert "ip link set lo up" not in plan, "lo is up already: the engine's step"
     assert re.search(r"^ROOT=\$CTR/rootfs$", plan, re.M)
+    assert re.search(rf"^NS={re.escape(str(cli.root))}/netns/[0-9a-f]{{64}}$", plan, re.M)
+
+
+def test_run_explain_with_network_none_clones_a_network_namespace(cli):
+    r = cli("run", "--rm", "--explain", "--network", "none", "busybox", "true")
+    assert r.returncode == 0, r.stderr
+    engine_side, _, plan = r.stderr.partition("# plan for container")
+    assert "the clone makes a new, empty network namespace (only lo)" in engine_side
+    assert "unshare --pid --mount --uts --ipc --net --fork" in plan
+    assert "CLONE_NEWIPC|CLONE_NEWNET|SIGCHLD" in plan
+    assert "nsenter --net" not in plan
+    # the files are bound all the same; lo is brought up by the child itself
+    assert plan.index("mount --bind $CTR/hosts $ROOT/etc/hosts") < plan.index("pivot_root") \
+        < plan.index("ip link set lo up") < plan.index("exec env -i")
 
 
 def test_explain_shows_the_engines_cgroup_side(cli):

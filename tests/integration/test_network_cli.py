@@ -83,16 +83,28 @@ def test_inspect(cli):
                                       "subnet\n"),
     (["-d", "overlay", "x1"], 'dockyard: plugin "overlay" not found\n'),
     (["bridge"], "dockyard: operation is not permitted on predefined bridge network\n"),
-    (["--subnet", "10.200.3.0/24", "x1"], None),  # overlaps the default bridge
 ])
 def test_create_refusals(cli, args, message):
     r = cli("network", "create", *args)
     assert r.returncode == 125
     assert r.stdout == ""
-    if message:
-        assert r.stderr == message
-    else:
-        assert r.stderr.endswith("(dockyard0): networks have overlapping IPv4\n")
+    assert r.stderr == message
+
+
+def test_create_refuses_a_subnet_overlapping_the_default_bridge(cli):
+    import ipaddress
+
+    from engine.network.config import root_defaults
+
+    # A scratch root's default bridge is its own (config.root_defaults), not dockyard0.
+    own = root_defaults(cli.root)
+    inside = next(ipaddress.IPv4Interface(own["bip"]).network.subnets(1))
+    r = cli("network", "create", "--subnet", str(inside), "x1")
+    assert (r.returncode, r.stdout) == (125, "")
+    assert re.fullmatch(rf"dockyard: cannot create network [0-9a-f]{{64}} \(dy-[0-9a-f]{{12}}\): "
+                        rf"conflicts with network [0-9a-f]{{64}} \({own['bridge']}\): networks have "
+                        r"overlapping IPv4\n", r.stderr), r.stderr
+    assert "x1" not in cli("network", "ls", "--format", "{{.Name}}").stdout.split()
 
 
 def test_create_twice(cli):

@@ -5,7 +5,9 @@ spawner and once with its Python twin, so both are held to the same
 behaviour.
 """
 
+import ipaddress
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -66,8 +68,10 @@ def test_host_mounts_are_invisible(engine, spawner):
     assert targets[0] == "/"
     # Docker's masked and read-only paths (/proc/kcore, /proc/sys, /sys/firmware...)
     # are mounts of their own inside /proc and /sys; nothing else from the host is.
+    # The three files that name things are the engine's (the container's directory).
     own = {t for t in targets if not t.startswith(("/proc/", "/sys/"))}
-    assert own == {"/", "/proc", "/sys", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue"}
+    assert own == {"/", "/proc", "/sys", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue",
+                   "/etc/hosts", "/etc/resolv.conf", "/etc/hostname"}
     assert "/proc/sys" in targets and "/sys/firmware" in targets
 
 
@@ -91,8 +95,24 @@ def test_dev_has_only_the_safe_devices(engine, spawner):
 
 
 def test_network_namespace_has_only_loopback_and_it_is_up(engine, spawner):
-    out = run(engine, "ip", "-o", "link")
+    out = run(engine, "ip", "-o", "link", network_mode="none")
     assert len(out.splitlines()) == 1 and "lo:" in out and "UP" in out
+
+
+def test_the_default_bridge_gives_eth0_an_address_and_a_default_route(engine, spawner):
+    from engine.network import config as netconfig
+
+    bridge = netconfig.load(engine.layout).bridge_interface  # the root's default bridge
+    out = run(engine, "sh", "-c", "ip -o link; echo --; ip -o -4 addr show dev eth0; echo --; ip route")
+    links, addresses, routes = out.split("--\n")
+    flags = {m[0]: m[1].split(",") for m in re.findall(r"^\d+: ([^:@]+)[^:]*: <([^>]*)>", links, re.M)}
+    assert sorted(flags) == ["eth0", "lo"], links
+    assert "UP" in flags["lo"] and {"UP", "LOWER_UP"} <= set(flags["eth0"]), links
+    address = ipaddress.IPv4Interface(re.search(r" inet (\S+) ", addresses)[1])
+    assert address.network == bridge.network and address.ip != bridge.ip, addresses
+    mac = "02:42:" + ":".join(f"{b:02x}" for b in address.ip.packed)
+    assert f"link/ether {mac} " in links, "docker's MAC: 02:42 and the address"
+    assert f"default via {bridge.ip} dev eth0" in routes, routes
 
 
 def test_environment_workdir_and_image_config(engine, spawner):
@@ -294,6 +314,7 @@ def test_the_explained_plan_is_exactly_what_the_child_performs(engine, monkeypat
     import pickle
 
     from engine.runtime import process
+    from engine.runtime.plan import OP_SETNS, Op
 
     real, record = process.spawn, tmp_path / "seen.pickle"
 
@@ -309,7 +330,14 @@ def test_the_explained_plan_is_exactly_what_the_child_performs(engine, monkeypat
     assert c.run(plan=plan) == 0
     seen = pickle.loads(record.read_bytes())
     assert seen["flags"] == plan.clone_flags
-    assert seen["ops"] == [tuple(o) for o in plan.ops()] and len(seen["ops"]) == len(plan.steps)
+    # Alike but for the network namespace's descriptor, which the engine opens
+    # at the start (-1 in a plan that is only printed).
+    expected = [tuple(o) for o in plan.ops()]
+    (setns,) = [i for i, o in enumerate(expected) if o[0] == OP_SETNS]
+    assert seen["ops"][setns][4] >= 0
+    for ops in (seen["ops"], expected):
+        ops[setns] = tuple(Op(*ops[setns])._replace(flags=-1))
+    assert seen["ops"] == expected and len(seen["ops"]) == len(plan.steps)
     assert seen["argv"] == [b"true"]
     assert b"HOSTNAME=exact" in seen["envp"]
     text = plan.render()

@@ -142,7 +142,8 @@ def test_read_only_paths_refuse_writes(engine, spawner):
 def test_privileged_unmasks_and_mounts_sys_read_write(engine, spawner):
     mounts = run(engine, "cat", "/proc/mounts", privileged=True).splitlines()
     assert {line.split()[1] for line in mounts} == {"/", "/proc", "/sys", "/dev", "/dev/pts", "/dev/shm",
-                                                    "/dev/mqueue"}
+                                                    "/dev/mqueue", "/etc/hosts", "/etc/resolv.conf",
+                                                    "/etc/hostname"}
     assert any(line.startswith("sysfs /sys sysfs rw,") for line in mounts)
     if os.listdir("/sys/firmware"):
         assert run(engine, "ls", "/sys/firmware", privileged=True).split() == sorted(os.listdir("/sys/firmware"))

@@ -26,6 +26,8 @@ MiB = 1024 * 1024
 DOCKER_STATS_HEADER = ["CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "NET I/O",
                        "BLOCK I/O", "PIDS"]
 BUSY = "while true; do :; done"
+# docker's NET I/O cell: received / sent, in decimal units (go-units HumanSize)
+NET_IO = re.compile(r"\d+(\.\d+)?(B|kB|MB|GB) / \d+(\.\d+)?(B|kB|MB|GB)")
 
 
 def cgroup_file(container_id: str, controller: str, name: str) -> str:
@@ -97,7 +99,7 @@ def test_cli_top_is_dockers_table(cli):
 
 def test_cli_stats_no_stream_columns_and_plausible_numbers(cli):
     assert cli("run", "-d", "--name", "busy", "-m", "64m", "busybox", "sh", "-c", BUSY).returncode == 0
-    assert cli("run", "-d", "--name", "idle", "busybox", "sleep", "600").returncode == 0
+    assert cli("run", "-d", "--name", "idle", "--network", "none", "busybox", "sleep", "600").returncode == 0
     assert cli("exec", "-d", "idle", "sleep", "601").returncode == 0
     r = cli("stats", "--no-stream")
     assert r.returncode == 0, r.stderr
@@ -113,16 +115,17 @@ def test_cli_stats_no_stream_columns_and_plausible_numbers(cli):
     total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024 ** 3
     assert idle[3].endswith("GiB") and abs(float(idle[3].split(" / ")[1][:-3]) - total) < 0.5, \
         "no limit: the host's memory"
-    assert busy[5] == idle[5] == "0B / 0B", "only lo: nothing counted, as docker"
+    assert NET_IO.fullmatch(busy[5]), "eth0 on the default bridge: counted"
+    assert idle[5] == "0B / 0B", "--network none, only lo: nothing counted, as docker"
     assert (busy[7], idle[7]) == ("1", "2"), "PIDS: the exec'd sleep counts"
     r = cli("stats", "--no-stream", "--no-trunc", "idle")
     assert len(columns(r.stdout.splitlines()[1])[0]) == 64
 
 
 def test_cli_stats_format(cli):
-    cid = cli("run", "-d", "--name", "ff", "busybox", "sleep", "600").stdout.strip()
+    cid = cli("run", "-d", "--name", "ff", "--network", "none", "busybox", "sleep", "600").stdout.strip()
     r = cli("stats", "--no-stream", "--format", "{{.Name}} {{.Container}} {{.ID}} {{.PIDs}} {{.NetIO}}", "ff")
-    assert r.stdout == f"ff ff {cid[:12]} 1 0B / 0B\n"
+    assert r.stdout == f"ff ff {cid[:12]} 1 0B / 0B\n", "--network none: only lo, nothing counted"
     r = cli("stats", "--no-stream", "--format", "table {{.Name}}\t{{.MemPerc}}")
     lines = r.stdout.splitlines()
     assert columns(lines[0]) == ["NAME", "MEM %"] and re.fullmatch(r"ff\s+\d+\.\d\d%", lines[1])
@@ -130,6 +133,13 @@ def test_cli_stats_format(cli):
     row = json.loads(r.stdout)
     assert row["Name"] == "ff" and row["PIDs"] == "1" and row["CPUPerc"].endswith("%")
     assert cli("stats", "--no-stream", "nothere").returncode == 125
+
+
+def test_api_stats_without_a_network_has_no_networks(engine):
+    c = engine.containers.run("busybox", ["sleep", "600"], detach=True, network_mode="none")
+    frame = S.stats(engine, c, stream=False, interval=0.1)
+    assert S.network_io(frame) == (0, 0) and "networks" not in frame, "only lo: nothing counted"
+    c.remove(force=True)
 
 
 def test_cli_stats_all_shows_stopped_containers_with_zeros(cli):
@@ -166,7 +176,15 @@ def test_api_stats_frames(engine, spawner):
     # itself, so the Python twin's middle process (outside) is not counted.
     assert frame["pids_stats"] == {"current": 1, "limit": 50}
     assert frame["pids_stats"]["current"] == len(cgroups.for_container(c).pids())
-    assert S.network_io(frame) == (0, 0) and "networks" not in frame
+    # The default bridge: eth0's counters (never lo's, as docker), real traffic.
+    assert set(frame["networks"]) == {"eth0"}
+    gateway = c.attrs["NetworkSettings"]["Gateway"]
+    sent = S.network_io(frame)[1]
+    # (the requests are counted whether or not the replies come back)
+    ping = exec_run(engine, c, ["ping", "-q", "-c", "3", "-i", "0.2", "-W", "1", "-s", "1000", gateway])
+    sent_after = S.network_io(S.stats(engine, c, stream=False, interval=0.1))[1]
+    assert sent_after - sent >= 3 * (14 + 20 + 8 + 1000), \
+        f"3 echo requests: Ethernet + IP + ICMP + data; ping said: {ping.output!r}"
     stream = S.stats(engine, c, decode=True, interval=0.2)
     frames = [next(stream), next(stream)]
     assert frames[1]["precpu_stats"] == frames[0]["cpu_stats"]

@@ -29,15 +29,61 @@ def store(layout):
     return NetworkStore(layout, routes=lambda: HOST_ROUTES)
 
 
+@pytest.fixture
+def default_bridge(layout) -> ipaddress.IPv4Interface:
+    """The default bridge's address of a scratch root (config.root_defaults):
+    not dockyard0's 10.200.0.1/16, which only /var/lib/dockyard gets."""
+    return ipaddress.IPv4Interface(netconfig.root_defaults(layout.root)["bip"])
+
+
 # -- config ------------------------------------------------------------------------------
 
 
 def test_config_defaults_without_a_file(layout):
     cfg = netconfig.load(layout)
+    own = netconfig.root_defaults(layout.root)
+    assert cfg == netconfig.NetConfig(bip=own["bip"], bridge=own["bridge"])
+    assert (cfg.bip, cfg.icc, cfg.bridge) == (own["bip"], True, own["bridge"])
+    assert [(p.base, p.size) for p in cfg.default_address_pools] == [("10.201.0.0/16", 24)]
+    assert cfg.bridge_interface.network.prefixlen == 24
+
+
+def test_config_defaults_of_the_default_root(layout, monkeypatch):
+    """/var/lib/dockyard (here: a scratch root standing in for it) keeps docker's shape."""
+    import engine.layout
+
+    monkeypatch.setattr(engine.layout, "DEFAULT_ROOT", str(layout.root))
+    cfg = netconfig.load(layout)
     assert cfg == netconfig.NetConfig()
     assert (cfg.bip, cfg.icc, cfg.bridge) == ("10.200.0.1/16", True, "dockyard0")
-    assert [(p.base, p.size) for p in cfg.default_address_pools] == [("10.201.0.0/16", 24)]
     assert str(cfg.bridge_interface.network) == "10.200.0.0/16"
+
+
+def test_root_defaults(tmp_path, monkeypatch):
+    from engine.layout import DEFAULT_ROOT
+
+    assert netconfig.root_defaults(DEFAULT_ROOT) == {}
+    assert netconfig.root_defaults(DEFAULT_ROOT + "/") == {}
+    own = netconfig.root_defaults(tmp_path / "a")
+    assert set(own) == {"bridge", "bip"}
+    assert re.fullmatch(r"dyb[0-9a-f]{8}", own["bridge"]) and netconfig.IFNAME.match(own["bridge"])
+    bip = ipaddress.IPv4Interface(own["bip"])
+    assert re.fullmatch(r"10\.202\.\d{1,3}\.1/24", own["bip"]) and bip.ip == bip.network.network_address + 1
+    # A function of the absolute path: the same root however it is named...
+    assert netconfig.root_defaults(str(tmp_path / "a")) == own
+    monkeypatch.chdir(tmp_path)
+    assert netconfig.root_defaults("a") == netconfig.root_defaults("./x/../a") == own
+    # ...and another bridge for another root (their /24s may meet: 256 of them).
+    assert netconfig.root_defaults(tmp_path / "b")["bridge"] != own["bridge"]
+    # Both pass the checks of engine.json's keys.
+    assert netconfig.parse(own) == netconfig.NetConfig(bip=own["bip"], bridge=own["bridge"])
+
+
+def test_engine_json_overrides_the_root_defaults_key_by_key(layout):
+    layout.root.mkdir(parents=True)
+    (layout.root / "engine.json").write_text(json.dumps({"bridge": "dytest2"}))
+    cfg = netconfig.load(layout)
+    assert (cfg.bridge, cfg.bip) == ("dytest2", netconfig.root_defaults(layout.root)["bip"])
 
 
 def test_config_from_engine_json(layout):
@@ -79,13 +125,14 @@ def test_config_not_json(layout):
 # -- built-ins ---------------------------------------------------------------------------
 
 
-def test_builtins_appear_on_first_use(store, layout):
+def test_builtins_appear_on_first_use(store, layout, default_bridge):
     records = {r["Name"]: r for r in store.list()}
     assert sorted(records) == ["bridge", "host", "none"]
     assert [records[n]["Driver"] for n in ("bridge", "host", "none")] == ["bridge", "host", "null"]
     bridge = records["bridge"]
-    assert bridge["IPAM"]["Config"] == [{"Subnet": "10.200.0.0/16", "Gateway": "10.200.0.1"}]
-    assert bridge["Options"][BRIDGE_NAME] == "dockyard0"
+    assert bridge["IPAM"]["Config"] == [{"Subnet": str(default_bridge.network),
+                                         "Gateway": str(default_bridge.ip)}]
+    assert bridge["Options"][BRIDGE_NAME] == netconfig.root_defaults(layout.root)["bridge"]
     assert bridge["Options"]["com.docker.network.bridge.default_bridge"] == "true"
     assert bridge["Options"]["com.docker.network.bridge.enable_icc"] == "true"
     for record in records.values():
@@ -144,15 +191,16 @@ def test_create_with_a_given_subnet(store):
     assert r["Internal"] is True
 
 
-def test_create_refusals(store):
+def test_create_refusals(store, layout, default_bridge):
     store.create("taken", subnet="10.90.0.0/24")
     with pytest.raises(Conflict, match="^network with name taken already exists$"):
         store.create("taken")
     with pytest.raises(Conflict, match=r"conflicts with network [0-9a-f]{64} \(dy-[0-9a-f]{12}\): "
                                        "networks have overlapping IPv4"):
         store.create("overlap", subnet="10.90.0.128/25")
-    with pytest.raises(Conflict, match=r"\(dockyard0\): networks have overlapping IPv4"):
-        store.create("overlap", subnet="10.200.7.0/24")
+    own_bridge = netconfig.root_defaults(layout.root)["bridge"]
+    with pytest.raises(Conflict, match=rf"\({own_bridge}\): networks have overlapping IPv4"):
+        store.create("overlap", subnet=str(next(default_bridge.network.subnets(1))))
     with pytest.raises(Conflict, match="overlaps the host's route to 192.0.2.0/24"):
         store.create("overlap", subnet="192.0.2.0/26")
     with pytest.raises(UsageError, match=r"Invalid network name \(bad name\)"):
@@ -246,12 +294,12 @@ def test_one_endpoint_per_container_and_network(store):
         store.reserve("once", CID, "web")
 
 
-def test_default_bridge_endpoints(store):
+def test_default_bridge_endpoints(store, default_bridge):
     ep = store.reserve("bridge", CID, "web")
-    assert (ep["IPv4Address"], ep["Gateway"]) == ("10.200.0.2/16", "10.200.0.1")
+    assert (ep["IPv4Address"], ep["Gateway"]) == (f"{default_bridge.ip + 1}/24", str(default_bridge.ip))
     with pytest.raises(UsageError, match="^user specified IP address is supported on user defined "
                                          "networks only$"):
-        store.reserve("bridge", CID2, "db", ip="10.200.0.9")
+        store.reserve("bridge", CID2, "db", ip=str(default_bridge.ip + 8))
 
 
 def test_host_and_none_endpoints_have_no_address(store):

@@ -603,8 +603,12 @@ class Cgroup:
             if self.version == "2":
                 return self._events().get("frozen") == "1"
             return bool(path) and _read(path, "freezer.state") == "FROZEN"
-        except FileNotFoundError:
+        except (FileNotFoundError, ProcessLookupError):
             return False
+        except OSError as e:
+            if e.errno == errno.ENODEV:  # a v1 cgroup being removed right now
+                return False
+            raise
 
     def _events(self) -> dict[str, str]:
         return _keyed(_read(self.dir(), "cgroup.events"))

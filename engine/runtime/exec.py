@@ -323,6 +323,10 @@ def exec_plan(container, argv, env=(), user: str | ExecUser | None = None, workd
         except Conflict:
             namespaces = described_namespaces()
     title = f"# exec in container {container.short_id} ({container.name})"
+    if container.attrs["HostConfig"].get("Links"):
+        # docker exec sees the --link variables too: they are the container's environment.
+        from ..network.sandbox import link_env
+        env = merge_env(link_env(container._engine, container), list(env))
     return build_exec_plan(container.attrs["Config"], container.attrs["HostConfig"], argv, env=env,
                            user=user, workdir=workdir, tty=tty, privileged=privileged, detach=detach,
                            namespaces=namespaces, available_caps=own_capabilities(), title=title)

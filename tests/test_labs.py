@@ -615,3 +615,227 @@ def test_lab04_mistakes_get_hints(lab04, mistake):
     assert checked.returncode == 1, f"the checker should fail for {mistake}:\n{text}"
     for hint in hints:
         assert hint in text, f"{mistake}: hint {hint!r} missing from:\n{text}"
+
+
+# -- lab 05: networks, names and published ports ------------------------------------
+
+LAB05 = REPO / "labs" / "05-network"
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nothing listens on right now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def answers(port: int) -> bool:
+    """Does anything accept a TCP connection on 127.0.0.1:port?"""
+    import socket
+
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+class Lab05(Lab):
+    """Lab 05 with host ports of its own: $LAB05_PORT (what start.sh, solution.sh and the
+    checker use) and $OTHER_PORT (for a mistake: publishing on the wrong one), both free."""
+
+    def __init__(self, labdir: Path, root: Path):
+        super().__init__(labdir, root)
+        self.port, self.other_port = free_port(), free_port()
+
+    def env(self) -> dict:
+        env = super().env()
+        env["LAB05_PORT"] = str(self.port)
+        env["OTHER_PORT"] = str(self.other_port)
+        return env
+
+    def bridges(self) -> set[str]:
+        """The bridge devices this root's networks name (its default bridge included)."""
+        import json
+
+        from engine.network.config import root_defaults
+
+        names = {root_defaults(self.root)["bridge"]}
+        for path in (self.root / "networks").glob("*.json"):
+            options = json.loads(path.read_text()).get("Options") or {}
+            if options.get("com.docker.network.bridge.name"):
+                names.add(options["com.docker.network.bridge.name"])
+        return names
+
+
+@pytest.fixture
+def lab05(tmp_path):
+    lab = Lab05(LAB05, tmp_path / "dockyard-root")
+    yield lab
+    bridges = lab.bridges() if lab.root.exists() else set()
+    lab.cleanup()
+    if lab.root.exists():  # appnet, and the bridges no container uses any more
+        pruned = lab.dockyard("network", "prune", "-f")
+        assert pruned.returncode == 0, output(pruned)
+    deadline = time.monotonic() + 5
+    while (left := lab03_leftovers(lab.root)) != ([], []) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert left == ([], []), f"left behind (monitors, cgroups): {left}"
+    assert not mounts_under(lab.root), f"mounts left behind (namespaces?): {mounts_under(lab.root)}"
+    leaked = sorted(name for name in bridges if os.path.exists(f"/sys/class/net/{name}"))
+    assert not leaked, f"bridges left behind: {leaked}"
+    assert not answers(lab.port), f"127.0.0.1:{lab.port} still answers: a port proxy left behind"
+    from support import processes_mentioning
+    assert not processes_mentioning(f"127.0.0.1:{lab.port}:"), "a port proxy left behind"
+
+
+def test_lab05_layout():
+    for name in ("README.md", "start.sh", "solution.sh", "test_lab05.py"):
+        assert (LAB05 / name).is_file(), f"labs/05-network/{name} is missing"
+    assert not (LAB05 / "conftest.py").exists(), "a lab must not carry a conftest.py"
+    # The starting point is the notes' way: --link on the default bridge, -p HOST:CONTAINER.
+    start = (LAB05 / "start.sh").read_text()
+    assert "--link db:db" in start and "--network" not in start
+
+
+@needs_root
+@pytest.mark.root
+def test_lab05_start_fails_with_a_hint(lab05):
+    started = lab05.script("start.sh")
+    assert started.returncode == 0, output(started)
+
+    checked = lab05.check()
+    text = output(checked)
+    assert checked.returncode == 1, f"the checker should fail on the starting point:\n{text}"
+    for hint in ("No network named appnet exists", "`dockyard network create appnet`",
+                 "db is on the default network, bridge, not on appnet",
+                 "web is on the default network, bridge, not on appnet",
+                 "On the default bridge containers get no names",
+                 "web uses --link (db:db)", "one-way",
+                 "web's port 80 is published on every address of the host",
+                 "db cannot resolve the name `www`",
+                 "web has a --link to db (db:db): that gives web a name for db, and db nothing"):
+        assert hint in text, f"hint {hint!r} missing from:\n{text}"
+    assert "6 failed" in text and "skipped" in text, text
+
+
+@needs_root
+@pytest.mark.root
+def test_lab05_solution_passes(lab05):
+    for attempt in (1, 2):  # re-runnable: the second run replaces what the first made
+        solved = lab05.script("solution.sh")
+        assert solved.returncode == 0, f"solution.sh (run {attempt}) failed:\n{output(solved)}"
+        assert "db: ok" in solved.stdout and "hello from web" in solved.stdout, output(solved)
+        assert f"80/tcp -> 127.0.0.1:{lab05.port}" in solved.stdout, output(solved)
+
+    checked = lab05.check()
+    text = output(checked)
+    assert checked.returncode == 0, f"the checker should pass on the solution:\n{text}"
+    assert "failed" not in text and "skipped" not in text, text
+    # The checker started and removed nothing: the same two containers, both running.
+    ps = lab05.dockyard("ps", "-a", "--format", "{{.Names}} {{.Status}}")
+    states = dict(line.split(" ", 1) for line in ps.stdout.splitlines())
+    assert set(states) == {"db", "web"} and all(s.startswith("Up") for s in states.values()), states
+    networks = lab05.dockyard("network", "ls", "--format", "{{.Name}}").stdout.split()
+    assert sorted(networks) == ["appnet", "bridge", "host", "none"], networks
+
+
+# Typical mistakes and the hints each one must get: (shell lines, expected hint texts).
+# $PORT is the lab's host port, $OTHER_PORT another free one; "{port}"/"{other}" in the
+# hints stand for them.
+NET05 = "$DOCKYARD network create appnet\n"
+DB05 = '$DOCKYARD run -d --name db --network appnet busybox nc -ll -p 5432 -e echo "db: ok"\n'
+PAGE05 = """'mkdir -p /www && echo "hello from web" > /www/index.html && exec httpd -f -p 80 -h /www'"""
+
+
+def web05(flags: str, script: str = PAGE05) -> str:
+    return f"$DOCKYARD run -d --name web {flags} busybox sh -c {script}\n"
+
+
+ON_APPNET = "--network appnet --network-alias www"
+MISTAKES05 = {
+    # Both on the default bridge (the network made, then forgotten): no names at all.
+    "default-bridge": (
+        NET05 + '$DOCKYARD run -d --name db busybox nc -ll -p 5432 -e echo "db: ok"\n'
+        + web05("-p 127.0.0.1:$PORT:80"),
+        ["db is on the default network, bridge, not on appnet", "web cannot resolve the name `db`",
+         "(`bad address 'db'`)", "`dockyard network connect appnet web`"]),
+    "network-misnamed": (
+        "$DOCKYARD network create app-net\n"
+        + '$DOCKYARD run -d --name db --network app-net busybox nc -ll -p 5432 -e echo "db: ok"\n'
+        + web05("--network app-net --network-alias www -p 127.0.0.1:$PORT:80"),
+        ["No network named appnet exists", "app-net is not appnet", "db is on app-net, not on appnet"]),
+    "no-publish": (
+        NET05 + DB05 + web05(ON_APPNET),
+        ["web publishes no port", "-p 127.0.0.1:{port}:80",
+         "Nothing answers at http://127.0.0.1:{port}/ (connection refused)"]),
+    "expose-only": (
+        NET05 + DB05 + web05(ON_APPNET + " --expose 80"),
+        ["web exposes 80/tcp but publishes nothing", "这里只是声明"]),
+    "wrong-host-port": (
+        NET05 + DB05 + web05(ON_APPNET + " -p 127.0.0.1:$OTHER_PORT:80"),
+        ["on host port {other}, not {port}", "the host port is the middle part"]),
+    "wrong-container-port": (
+        NET05 + DB05 + web05(ON_APPNET + " -p 127.0.0.1:$PORT:8080"),
+        ["but not its port 80/tcp, where httpd listens", "the RIGHT side the container's",
+         "accepted the connection, then closed it without an answer"]),
+    "all-addresses": (
+        NET05 + DB05 + web05(ON_APPNET + " -p $PORT:80"),
+        ["web's port 80 is published on every address of the host (0.0.0.0:{port}->80/tcp)",
+         "publish on the loopback only"]),
+    # The notes' way, with the network made but not used.
+    "link-instead": (
+        NET05 + '$DOCKYARD run -d --name db busybox nc -ll -p 5432 -e echo "db: ok"\n'
+        + web05("--link db:db -p 127.0.0.1:$PORT:80"),
+        ["web uses --link (db:db)", "one-way", "db cannot resolve the name `www`",
+         "web has a --link to db (db:db)"]),
+    "no-alias": (
+        NET05 + DB05 + web05("--network appnet -p 127.0.0.1:$PORT:80"),
+        ["web has no alias www on appnet", "db cannot resolve the name `www`",
+         "web has no alias www on appnet: `--network-alias www`"]),
+    "alias-on-db": (
+        NET05 + '$DOCKYARD run -d --name db --network appnet --network-alias www busybox '
+        'nc -ll -p 5432 -e echo "db: ok"\n' + web05("--network appnet -p 127.0.0.1:$PORT:80"),
+        ["The alias www is db's, not web's", "`www` resolves to"]),
+    "db-elsewhere": (
+        NET05 + '$DOCKYARD run -d --name db busybox nc -ll -p 5432 -e echo "db: ok"\n'
+        + web05(ON_APPNET + " -p 127.0.0.1:$PORT:80"),
+        ["web cannot resolve the name `db`", "db is not on appnet, so web gets no line for it",
+         "db is on the default network, bridge, not on appnet"]),
+    "httpd-background": (
+        NET05 + DB05 + web05(ON_APPNET + " -p 127.0.0.1:$PORT:80", PAGE05.replace("httpd -f", "httpd"))
+        + "sleep 0.3\n",
+        ["web has exited (status 0)", "httpd without -f goes to the background"]),
+    "no-page": (
+        NET05 + DB05 + web05(ON_APPNET + " -p 127.0.0.1:$PORT:80",
+                             "'mkdir -p /www && exec httpd -f -p 80 -h /www'"),
+        ["web answered `404 Not Found`", "web answered 404 Not Found: there is no /www/index.html"]),
+    "wrong-page": (
+        NET05 + DB05 + web05(ON_APPNET + " -p 127.0.0.1:$PORT:80", PAGE05.replace("hello from web", "hi")),
+        ["says 'hi', not 'hello from web': web writes its page with", "did not get the page"]),
+    "nc-one-shot": (
+        NET05 + '$DOCKYARD run -d --name db --network appnet busybox nc -l -p 5432 -e echo "db: ok"\n'
+        + web05(ON_APPNET + " -p 127.0.0.1:$PORT:80"),
+        ["got `db: ok` once, but not a second time", "`nc -l` (one l) serves ONE connection"]),
+    "internal-network": (
+        "$DOCKYARD network create --internal appnet\n" + DB05 + web05(ON_APPNET + " -p 127.0.0.1:$PORT:80"),
+        ["appnet was created with --internal", "an --internal network",
+         "the checker does not even try"]),
+}
+
+
+@needs_root
+@pytest.mark.root
+@pytest.mark.parametrize("mistake", list(MISTAKES05))
+def test_lab05_mistakes_get_hints(lab05, mistake):
+    script, hints = MISTAKES05[mistake]
+    ran = lab_shell(lab05, script.replace("$PORT", str(lab05.port))
+                    .replace("$OTHER_PORT", str(lab05.other_port)))
+    assert ran.returncode == 0, output(ran)
+
+    checked = lab05.check()
+    text = output(checked)
+    assert checked.returncode == 1, f"the checker should fail for {mistake}:\n{text}"
+    for hint in hints:
+        hint = hint.format(port=lab05.port, other=lab05.other_port)
+        assert hint in text, f"{mistake}: hint {hint!r} missing from:\n{text}"

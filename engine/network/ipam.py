@@ -201,6 +201,11 @@ def host_routes() -> list[IPv4Network]:
     table, where connected and static routes live, and the ``local`` table,
     where the host's own addresses are (``ip route show table local``).
     """
+    from .link import _off_event_loop
+    return _off_event_loop(_host_routes)()
+
+
+def _host_routes() -> list[IPv4Network]:
     import socket
 
     from .link import pyroute2

@@ -612,3 +612,65 @@ def addresses(ifname: str, netns: str | None = None) -> list[str]:
             return []
         return [f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}"
                 for a in ip.get_addr(index=found[0], family=socket.AF_INET)]
+
+
+def default_gateway(netns: str | None = None) -> str | None:
+    """The gateway of the IPv4 default route (``ip route show default``), or None."""
+    IPRoute, _ = pyroute2()
+
+    if netns is not None and not _is_netns(netns):
+        return None
+    with (IPRoute() if netns is None else IPRoute(netns=netns, flags=0)) as ip:
+        for route in ip.get_routes(family=socket.AF_INET):
+            if route["dst_len"] == 0 and route.get_attr("RTA_GATEWAY"):
+                return route.get_attr("RTA_GATEWAY")
+    return None
+
+
+# -- inside an event loop (Jupyter) -----------------------------------------------------------
+
+
+def _off_event_loop(function):
+    """Run ``function`` on a thread of its own when this thread runs an asyncio loop.
+
+    pyroute2's synchronous IPRoute drives an asyncio event loop of its own
+    (``run_until_complete``); in a thread where a loop is already running --
+    a Jupyter kernel's -- that is refused ("This event loop is already
+    running"). A short-lived thread has no loop, so pyroute2 makes one there.
+    """
+    import functools
+    import sys
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        asyncio = sys.modules.get("asyncio")  # not imported: no loop can be running
+        try:
+            running = asyncio is not None and asyncio.get_running_loop() is not None
+        except RuntimeError:
+            running = False
+        if not running:
+            return function(*args, **kwargs)
+        import threading
+
+        outcome: dict = {}
+
+        def call():
+            try:
+                outcome["value"] = function(*args, **kwargs)
+            except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+                outcome["error"] = e
+
+        thread = threading.Thread(target=call, name=f"netlink-{function.__name__}")
+        thread.start()
+        thread.join()
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome.get("value")
+
+    return wrapper
+
+
+perform = _off_event_loop(perform)
+list_links = _off_event_loop(list_links)
+interfaces = _off_event_loop(interfaces)
+addresses = _off_event_loop(addresses)

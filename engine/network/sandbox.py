@@ -117,6 +117,9 @@ def check_create(engine, host_config: dict, *, aliases=(), ip: str | None = None
         if aliases or ip or links:
             raise UsageError("conflicting options: --network container: takes no --ip, "
                              "--network-alias or --link")
+        if host_config.get("PortBindings") or host_config.get("PublishAllPorts"):
+            raise UsageError("conflicting options: port publishing and the container type "
+                             "network mode")
         return {}
     if mode in ("host", "none"):
         if aliases or ip:
@@ -148,30 +151,44 @@ def check_create(engine, host_config: dict, *, aliases=(), ip: str | None = None
 # -- the files ------------------------------------------------------------------------------
 
 
-def render_hosts(hostname: str, own_ips: list[str], *, peers=(), links=(), extra=()) -> str:
+def render_hosts(hostname: str, own_ips: list, *, peers=(), links=(), extra=()) -> str:
     """/etc/hosts as docker writes it: the loopback lines, ``--add-host``
     entries, ``--link`` entries (``ip alias name id``), the container's own
     addresses with its host name, then (Dockyard's stand-in for docker's
-    embedded DNS) every other container on its user-defined networks."""
+    embedded DNS) every other container on its user-defined networks.
+
+    ``own_ips``: addresses, or (address, [more names]) pairs: on a user-defined
+    network a container resolves its own name and aliases too, as docker's DNS
+    answers them."""
     lines = [HOSTS_HEADER]
     for host, ip in extra:
         lines.append(f"{ip}\t{host}\n")
     for ip, names in links:
         lines.append(f"{ip}\t{' '.join(names)}\n")
-    for ip in own_ips:
-        lines.append(f"{ip}\t{hostname}\n")
+    for own in own_ips:
+        ip, more = own if isinstance(own, tuple) else (own, ())
+        names = list(dict.fromkeys([*hostname.split(), *more]))
+        lines.append(f"{ip}\t{' '.join(names)}\n")
     for ip, names in peers:
         lines.append(f"{ip}\t{' '.join(names)}\n")
     return "".join(lines)
 
 
-def render_resolv(host_text: str, dns=(), search=(), options=()) -> str:
-    """/etc/resolv.conf: the host's, without loopback name servers (they would
-    be the container's own loopback), or ``--dns``/``--dns-search``/``--dns-option``.
+def render_resolv(host_text: str, dns=(), search=(), options=(), usable=None) -> str:
+    """/etc/resolv.conf: the host's, without the name servers a container cannot
+    reach, or ``--dns``/``--dns-search``/``--dns-option``.
 
-    docker falls back to public resolvers when nothing usable is left;
-    Dockyard writes none (its containers never reach outside) and says so.
+    ``usable(address)``: may a container use this name server of the host? By
+    default any but loopback ones (they would be the container's own loopback);
+    write_files asks more (see :func:`_on_this_host`). docker falls back to public
+    resolvers when nothing usable is left; Dockyard writes none (its containers
+    never reach outside) and says so: the C library then asks 127.0.0.1
+    (resolv.conf(5)), the container's own loopback, and a name that is not in
+    /etc/hosts fails at once instead of after the resolver's timeouts.
     """
+    if usable is None:
+        def usable(address):
+            return not address.is_loopback
     servers, searches, opts = [], [], []
     for line in host_text.splitlines():
         words = line.split()
@@ -179,7 +196,7 @@ def render_resolv(host_text: str, dns=(), search=(), options=()) -> str:
             continue
         if words[0] == "nameserver" and len(words) > 1:
             try:
-                if not ipaddress.ip_address(words[1].split("%")[0]).is_loopback:
+                if usable(ipaddress.ip_address(words[1].split("%")[0])):
                     servers.append(words[1])
             except ValueError:
                 continue
@@ -192,7 +209,8 @@ def render_resolv(host_text: str, dns=(), search=(), options=()) -> str:
     opts = list(options) or opts
     out = [f"nameserver {s}\n" for s in servers]
     if not servers:
-        out.append("# no usable name server: the host's are loopback addresses; use --dns\n")
+        out.append("# no usable name server: the host's are not reachable without forwarding; "
+                   "use --dns\n")
     if searches:
         out.append(f"search {' '.join(searches)}\n")
     if opts:
@@ -220,9 +238,29 @@ def _extra_hosts(container) -> list[tuple[str, str]]:
     return out
 
 
-def _own_ips(container) -> list[str]:
+def _own_ips(container) -> list[tuple[str, list[str]]]:
+    """(address, names besides the host name): the name and aliases on user networks."""
     nets = (container.attrs.get("NetworkSettings") or {}).get("Networks") or {}
-    return [n["IPAddress"] for n in nets.values() if n.get("IPAddress")]
+    return [(n["IPAddress"], [] if name in BUILTIN else [container.name, *(n.get("Aliases") or [])])
+            for name, n in nets.items() if n.get("IPAddress")]
+
+
+def _on_this_host(address) -> bool:
+    """Can a container reach this name server of the host? Only if it is one of the
+    host's own (non-loopback) IPv4 addresses: the container's packets reach those
+    through its gateway, while any other address would need forwarding and NAT,
+    which Dockyard never sets up. bind(2) answers EADDRNOTAVAIL for an address that
+    is not the host's (ip(7)): a cheap way to ask."""
+    import socket
+
+    if address.version != 4 or address.is_loopback:
+        return False
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.bind((str(address), 0))
+        except OSError:
+            return False
+    return True
 
 
 def _hostname(container) -> str:
@@ -252,8 +290,10 @@ def write_files(engine, container) -> list[tuple[str, str]]:
             host_resolv = f.read()
     except OSError:
         host_resolv = ""
+    # With the host's network the host's name servers, loopback ones included, are usable.
     resolv = render_resolv(host_resolv, hc.get("Dns") or (), hc.get("DnsSearch") or (),
-                           hc.get("DnsOptions") or ())
+                           hc.get("DnsOptions") or (),
+                           usable=(lambda address: True) if mode == "host" else _on_this_host)
     hostname = (os.uname().nodename if mode == "host" else
                 (container.attrs["Config"].get("Hostname") or container.id[:12])) + "\n"
     for (name, _), text in zip(FILES, (hosts, resolv, hostname)):
@@ -385,7 +425,7 @@ def explain(engine, container) -> list[str]:
         gateway = None if record.get("Internal") else ipam.get("Gateway")
         bridge = record["Options"]["com.docker.network.bridge.name"]
         isolated = record["Name"] == "bridge" and not netconfig.load(engine.layout).icc
-        steps = [link.EnsureBridge(bridge, f"{ipam.get('Gateway')}/{prefix}" if gateway else None)]
+        steps = [link.EnsureBridge(bridge, f"{ipam.get('Gateway')}/{prefix}")]
         steps += link.endpoint_steps(bridge, "dy<endpoint>", netns_path(engine, container),
                                      f"eth{index}", f"<next free address of {ipam['Subnet']}>/{prefix}",
                                      gateway, "<02:42 + the address>", isolated)
@@ -420,7 +460,10 @@ def attach(engine, container) -> Sandbox:
         networks = network_names(container)
         settings = {}
         for index, name in enumerate(networks):
-            settings[name], done = _connect_one(engine, store, container, name, path, f"eth{index}")
+            # One default route: via the first network that has a gateway (not internal).
+            routed = any(s["Gateway"] for s in settings.values())
+            settings[name], done = _connect_one(engine, store, container, name, path, f"eth{index}",
+                                                route=not routed)
             steps += done
         _record(container, settings, path)
         files = write_files(engine, container)
@@ -448,8 +491,11 @@ def _join_container(engine, container, target_name: str) -> Sandbox:
     return Sandbox(f"container:{target.name}", join=path, join_fd=fd, files=files)
 
 
-def _connect_one(engine, store, container, name: str, path: str, ifname: str):
-    """One endpoint: address from the IPAM, veth into the namespace; returns (settings, steps)."""
+def _connect_one(engine, store, container, name: str, path: str, ifname: str, route: bool = True):
+    """One endpoint: address from the IPAM, veth into the namespace; returns (settings, steps).
+
+    ``route``: add the default route via this network's gateway. A namespace has one
+    default route (a second is EEXIST), so only the first network with a gateway sets it."""
     from . import config as netconfig
     from . import link
 
@@ -466,9 +512,13 @@ def _connect_one(engine, store, container, name: str, path: str, ifname: str):
         prefix = ipaddress.ip_network(ipam["Subnet"]).prefixlen
         default_bridge = record["Name"] == "bridge"
         isolated = default_bridge and not netconfig.load(engine.layout).icc
-        steps = [link.EnsureBridge(bridge, None if record.get("Internal") else f"{gateway}/{prefix}")]
+        # An internal network's bridge has its address too: without it the host has
+        # no route to the subnet, and its packets to a container would follow the
+        # default route out of the machine. Only the containers lack a way out.
+        steps = [link.EnsureBridge(bridge, f"{ipam.get('Gateway')}/{prefix}")]
         steps += link.endpoint_steps(bridge, "dy" + endpoint["EndpointID"][:10], path, ifname,
-                                     endpoint["IPv4Address"], None if record.get("Internal") else gateway,
+                                     endpoint["IPv4Address"],
+                                     None if record.get("Internal") or not route else gateway,
                                      endpoint["MacAddress"], isolated)
         link.perform(steps)
     except BaseException:
@@ -567,18 +617,28 @@ def drop_idle_bridges(engine) -> list[str]:
     return dropped
 
 
-def _stop_proxy(proxy: dict) -> None:
-    """SIGTERM the port proxy, if that PID is still it (PIDs are reused)."""
-    import signal
-
+def _stop_proxy(record: dict) -> None:
+    """Stop the port proxy, if that PID is still it (PIDs are reused), and wait for
+    it to end: a ``start`` right after a ``stop`` binds the same ports again."""
     from ..runtime.container import process_start_time
+    from . import proxy
 
-    pid = proxy.get("Pid") or 0
-    if pid and process_start_time(pid) is not None and process_start_time(pid) == proxy.get("StartTime"):
+    pid = record.get("Pid") or 0
+    if pid and process_start_time(pid) is not None and process_start_time(pid) == record.get("StartTime"):
+        proxy.stop(pid, timeout=2)
+
+
+def refresh_network(engine, record) -> None:
+    """Rewrite /etc/hosts of every running container on a user-defined network."""
+    if record["Name"] in BUILTIN:
+        return
+    for cid in record.get("Containers") or {}:
         try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
+            peer = engine.containers.get(cid)
+        except EngineError:
+            continue
+        if peer.attrs["State"]["Running"]:
+            write_files(engine, peer)
 
 
 def _refresh_peers(engine, container, records=None) -> None:
@@ -633,9 +693,19 @@ def connect(engine, container, network, aliases=(), ip: str | None = None) -> No
     container.update_record(add)
     if not container.attrs["State"]["Running"]:
         return
+    from . import link
+
     path = (container.attrs.get("NetworkSettings") or {}).get("SandboxKey")
-    ifname = f"eth{len(container.attrs['NetworkSettings']['Networks']) - 1}"
-    settings, _ = _connect_one(engine, store, container, record["Name"], path, ifname)
+    # The first free ethN: after a disconnect the names have gaps (eth0 may be gone).
+    names = {name for name, _ in link.interfaces(path)}
+    ifname = next(f"eth{i}" for i in range(len(names) + 1) if f"eth{i}" not in names)
+    routed = any(n.get("Gateway") for n in current.values() if n.get("EndpointID"))
+    try:
+        settings, _ = _connect_one(engine, store, container, record["Name"], path, ifname,
+                                   route=not routed)
+    except BaseException:
+        container.update_record(lambda a: a["NetworkSettings"]["Networks"].pop(record["Name"], None))
+        raise
     container.update_record(lambda a: a["NetworkSettings"]["Networks"].__setitem__(record["Name"], settings))
     write_files(engine, container)
     _refresh_peers(engine, container)
@@ -657,6 +727,13 @@ def disconnect(engine, container, network, force: bool = False) -> None:
         if ifname:
             link.remove_endpoint(path, ifname)
         store.release(record, container.id)
+        # The default route went with that interface: another network's gateway takes over
+        # (docker moves it too), if the route was this one's.
+        others = [n for name, n in nets.items() if name != record["Name"] and n.get("EndpointID")]
+        if ifname and settings.get("Gateway") and link.default_gateway(path) is None:
+            gateway = next((n["Gateway"] for n in others if n.get("Gateway")), None)
+            if gateway:
+                link.perform([link.AddDefaultRoute(gateway, path)])
 
     def drop(attrs):
         attrs.setdefault("NetworkSettings", {}).setdefault("Networks", {}).pop(record["Name"], None)
@@ -690,24 +767,52 @@ def publish(engine, container, pid: int):
     hc, config = container.attrs["HostConfig"], container.attrs["Config"]
     exposed = dict(config.get("ExposedPorts") or {})
     nets = (container.attrs.get("NetworkSettings") or {}).get("Networks") or {}
-    container_ip = next((n["IPAddress"] for n in nets.values() if n.get("IPAddress")), "")
+    # docker publishes nothing on an internal network (no way in or out).
+    container_ip = next((n["IPAddress"] for n in nets.values()
+                         if n.get("IPAddress") and n.get("Gateway")), "")
     if not container_ip:
-        return None  # host, none, container: modes: nothing to forward to (docker discards them)
+        return None  # host, none, container: or internal only: nothing to forward to
     in_use = _ports_in_use(engine, container)
     published = ports.allocate(hc.get("PortBindings") or {}, exposed, bool(hc.get("PublishAllPorts")),
                                in_use=in_use)
     published = [p for p in published if p.proto in ports.FORWARDED]
     if not published:
         return None
-    process = proxy.start(pid, [p.forward(container_ip) for p in published])
+    try:
+        process = proxy.start(pid, [p.forward(container_ip) for p in published],
+                              container=container.id)
+    except ProcessLookupError:
+        return None  # it has exited already (``run -p ... true``): nothing to forward to
+    from ..errors import NotFound
     from ..runtime.container import process_start_time
 
     def record(attrs):
+        state = attrs["State"]
+        if not state.get("Running") or state.get("Pid") != pid:
+            return  # its exit was merged meanwhile (network released): the proxy ends by itself
         attrs.setdefault("NetworkSettings", {})["Ports"] = ports.network_ports(published, exposed)
         attrs.setdefault("Dockyard", {})["Proxy"] = {"Pid": process.pid,
                                                      "StartTime": process_start_time(process.pid)}
-    container.update_record(record)
+    try:
+        container.update_record(record)
+    except NotFound:  # exited and removed (--rm) already
+        proxy.stop(process)
+        return None
     return process.pid
+
+
+def check_ports(engine, container) -> None:
+    """Before the spawn: raise docker's error now if a published port is taken (by
+    another container or any program), so that a refused start leaves the container
+    ``created``, as docker does, rather than started and killed. :func:`publish`
+    allocates again after the spawn (a port may be taken in between: then it fails there)."""
+    from . import ports
+
+    hc = container.attrs["HostConfig"]
+    if not (hc.get("PortBindings") or hc.get("PublishAllPorts")):
+        return
+    ports.allocate(hc.get("PortBindings") or {}, dict(container.attrs["Config"].get("ExposedPorts") or {}),
+                   bool(hc.get("PublishAllPorts")), in_use=_ports_in_use(engine, container))
 
 
 def _ports_in_use(engine, container) -> list:

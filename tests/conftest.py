@@ -136,3 +136,80 @@ def no_leaked_processes(request):
             break
         time.sleep(0.05)
     assert not leaked, f"processes left behind: {sorted(leaked)}"
+
+
+@pytest.fixture(autouse=True)
+def no_network_leftovers(request):
+    """After an integration test, nothing of its root's networking is left on the host:
+    no pinned namespace under ``<root>/netns``, no endpoint in a network record (an IPAM
+    allocation), no veth on one of the root's bridges, no port proxy naming one of the
+    root's containers. The root's bridges, idle now, are then deleted as ``network
+    prune`` deletes them (a scratch root keeps them until then), so that none stays on
+    the host. What is found is removed too, so one failure does not spill into the next
+    tests."""
+    yield
+    if "integration" not in str(request.node.path):
+        return
+    root = request.node.funcargs.get("root")
+    if root is None:
+        return
+    root = Path(root)
+    networks, pins = root / "networks", root / "netns"
+    if not (networks.exists() or pins.exists()):
+        return  # the test never touched networking
+
+    import json
+
+    def records() -> list[dict]:
+        out = []
+        for entry in (os.listdir(networks) if networks.exists() else []):
+            if entry.endswith(".json") and not entry.startswith("."):
+                try:
+                    out.append(json.loads((networks / entry).read_text()))
+                except (OSError, ValueError):
+                    continue
+        return out
+
+    def bridges() -> list[str]:
+        return [name for r in records()
+                if (name := (r.get("Options") or {}).get("com.docker.network.bridge.name"))]
+
+    ids = created_containers(root)
+
+    def found() -> dict[str, list]:
+        ports = {br: sorted(os.listdir(f"/sys/class/net/{br}/brif")) for br in bridges()
+                 if os.path.isdir(f"/sys/class/net/{br}/brif")}
+        return {
+            "pinned namespaces": sorted(os.listdir(pins)) if pins.exists() else [],
+            "endpoints in network records": [(r["Name"], cid[:12]) for r in records()
+                                             for cid in r.get("Containers") or {}],
+            "veths on the root's bridges": [(br, p) for br, names in ports.items() for p in names],
+            "port proxies": [pid for pid in processes_mentioning("engine/network/proxy.py")
+                             if any(cid in _cmdline(pid) for cid in ids)],
+        }
+
+    deadline = time.time() + 5  # a --rm container's removal and a namespace's teardown are async
+    while any(found().values()) and time.time() < deadline:
+        time.sleep(0.05)
+    left = {k: v for k, v in found().items() if v}
+
+    from engine.network import link, netns
+    for name in left.get("pinned namespaces", []):
+        netns.remove(pins / name)
+    for pid in left.get("port proxies", []):
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass
+    for name in bridges():
+        if os.path.exists(f"/sys/class/net/{name}"):
+            link.delete_bridge(name)  # its ports are set free; their namespaces are gone
+    assert not left, f"networking left behind: {left}"
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""

@@ -279,6 +279,7 @@ def register_hidden(commands) -> None:
 
     p = commands.add_parser("_netdown")
     p.add_argument("container")
+    p.add_argument("--client", type=int, action="append", default=[])
     p.set_defaults(func=cmd__netdown)
 
     p = commands.add_parser("_autoremove")
@@ -313,7 +314,7 @@ def cmd_create(engine, args) -> int:
 
 
 def cmd_run(engine, args) -> int:
-    from ..errors import EngineError, SpawnError, UsageError
+    from ..errors import EngineError, UsageError
     from ..runtime import attach, launcher
 
     if args.detach and args.attach:
@@ -344,7 +345,7 @@ def cmd_run(engine, args) -> int:
     detach_keys = attach.parse_detach_keys(args.detach_keys)
     try:
         started = launcher.start(container, plan=plan, attach=True, remover=args.rm, tty_size=tty_size)
-    except SpawnError:
+    except EngineError:  # never started (a taken port, a command not found...): --rm still removes
         if args.rm:
             container._remove_quietly()
         raise

@@ -13,7 +13,7 @@ One container endpoint on a bridge, as :func:`endpoint_steps` plans it::
     ip link add name dockyard0 type bridge address 02:42:0a:c8:00:01      EnsureBridge
     ip addr add 10.200.0.1/16 dev dockyard0                           (made once, on first use)
     ip link set dockyard0 up
-    ip link add dy1a2b3c4d5e master dockyard0 type veth \              AddVethInto
+    ip link add dy1a2b3c4d5e master dockyard0 type veth                AddVethInto
         peer name eth0 netns /var/lib/dockyard/netns/<id> address 02:42:0a:c8:00:02
     bridge link set dev dy1a2b3c4d5e isolated on                      SetIsolated (icc=false)
     ip link set dy1a2b3c4d5e up                                       SetUp

@@ -7,7 +7,7 @@ one container::
 
     python -m engine.network.proxy --pid PID \\
         --map tcp:0.0.0.0:8080:10.88.0.2:80 [--map udp:127.0.0.1:5353:10.88.0.2:53 ...] \\
-        [--ready-fd N] [--udp-timeout SECONDS]
+        [--ready-fd N] [--udp-timeout SECONDS] [--container ID]
 
 Lifecycle of the process:
 
@@ -428,11 +428,13 @@ def parse_mapping(text: str) -> tuple[str, str, int, str, int]:
 
 
 def _parse_args(argv: list[str]) -> dict:
-    """--pid N, --map M (repeated), --ready-fd N, --udp-timeout S; also --flag=value.
+    """--pid N, --map M (repeated), --ready-fd N, --udp-timeout S, --container ID (only
+    shown, so that ``ps`` tells whose proxy it is); also --flag=value.
 
     By hand rather than argparse, which would be a third of the start-up time.
     """
-    options = {"pid": None, "map": [], "ready-fd": None, "udp-timeout": UDP_TIMEOUT}
+    options = {"pid": None, "map": [], "ready-fd": None, "udp-timeout": UDP_TIMEOUT,
+               "container": None}
     words = list(argv)
     while words:
         word = words.pop(0)
@@ -448,6 +450,8 @@ def _parse_args(argv: list[str]) -> dict:
             options["map"].append(parse_mapping(value))
         elif name == "udp-timeout":
             options[name] = float(value)
+        elif name == "container":
+            options[name] = value
         else:
             options[name] = int(value)
     if options["pid"] is None or not options["map"]:
@@ -533,7 +537,7 @@ def _script_argv() -> list[str]:
 
 
 def start(pid: int, mappings, *, timeout: float = 10.0, log=None,
-          udp_timeout: float | None = None):
+          udp_timeout: float | None = None, container: str | None = None):
     """Start a proxy forwarding ``mappings`` for as long as process ``pid`` lives.
 
     ``mappings`` are (proto, host_ip, host_port, container_ip, container_port)
@@ -541,11 +545,12 @@ def start(pid: int, mappings, *, timeout: float = 10.0, log=None,
     ``subprocess.Popen`` once every port is bound; the caller reaps it
     (:func:`stop`, or ``wait()`` after the container exited). The proxy runs
     in its own session, so a terminal's Ctrl-C does not reach it. ``log`` is a
-    file object for its stderr (default: discarded).
+    file object for its stderr (default: discarded). ``container``: the container's ID,
+    put on the command line only to be seen there.
 
     Raises Conflict when a port is taken, UsageError when the host address is
     not one of this host's, EngineError for anything else, all with docker's
-    wording.
+    wording; ProcessLookupError when process ``pid`` is gone already.
     """
     import select
     import subprocess
@@ -553,6 +558,8 @@ def start(pid: int, mappings, *, timeout: float = 10.0, log=None,
     from ..errors import Conflict, EngineError, UsageError
 
     argv = _script_argv() + ["--pid", str(pid)]
+    if container:
+        argv += ["--container", container]   # whose proxy it is, for ps and leak checks
     for proto, host_ip, host_port, container_ip, container_port in mappings:
         argv += ["--map", f"{proto}:{host_ip}:{host_port}:{container_ip}:{container_port}"]
     if udp_timeout is not None:
@@ -588,6 +595,8 @@ def start(pid: int, mappings, *, timeout: float = 10.0, log=None,
         raise EngineError(f"the port proxy exited before binding its ports (status {status})")
     _, code, message = text.split(" ", 2)
     code = int(code) if code.isdigit() else 0
+    if code == errno.ESRCH:  # pidfd_open(2): the process to watch has exited already
+        raise ProcessLookupError(code, message)
     if code == errno.EADDRINUSE:
         raise Conflict(message)
     if code in (errno.EADDRNOTAVAIL, errno.EINVAL, errno.EACCES):

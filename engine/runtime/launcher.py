@@ -96,9 +96,36 @@ def plan_for(container, sandbox=None):
 
 
 def attach_network(container):
-    """Make the container's network for this run; returns the sandbox the plan joins."""
+    """Make the container's network for this run; returns the sandbox the plan joins.
+    A published port that is taken refuses the start here, before the spawn (as docker's
+    start fails, leaving the container created)."""
     from ..network import sandbox
-    return sandbox.attach(container._engine, container)
+    net = sandbox.attach(container._engine, container)
+    try:
+        sandbox.check_ports(container._engine, container)
+    except BaseException:
+        net.close()
+        raise
+    return net
+
+
+def with_network(plan, sandbox):
+    """A plan the caller built (and maybe printed, or changed) before the
+    network existed, given the namespace's descriptor; None if the plan was
+    made for another network than the one attached (then it is rebuilt)."""
+    import dataclasses
+
+    from . import plan as P
+
+    joins = [i for i, step in enumerate(plan.steps)
+             if isinstance(step, P.SetNamespace) and step.kind == "net"]
+    if not sandbox.join:
+        return None if joins else plan
+    if len(joins) != 1 or plan.steps[joins[0]].path != sandbox.join:
+        return None
+    steps = list(plan.steps)
+    steps[joins[0]] = dataclasses.replace(steps[joins[0]], fd=sandbox.join_fd)
+    return dataclasses.replace(plan, steps=steps)
 
 
 def release_network(container) -> None:
@@ -267,7 +294,8 @@ def _start(container, *, plan, attach, remover, tty_size) -> Started:
         # The network first: the plan joins the namespace it makes (the plan a
         # caller printed for --explain showed the same steps, without the descriptor).
         net = attach_network(container)
-        plan = plan_for(container, net)
+        plan = with_network(plan, net) if plan is not None else None
+        plan = plan if plan is not None else plan_for(container, net)
         if cgroup is not None:
             cgroup.create(container.attrs["HostConfig"])
         stdio = Stdio(container.attrs["Config"], tty_size)

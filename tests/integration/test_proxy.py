@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from engine.errors import Conflict, EngineError, UsageError
+from engine.errors import Conflict, UsageError
 from engine.network import proxy
 
 pytestmark = pytest.mark.root
@@ -353,7 +353,9 @@ def test_errors_at_start(container, proxies):
         publish(proxies, container, ("tcp", "192.0.2.1", 8080, container.ip, ECHO_PORT))
     gone = subprocess.Popen(["true"])
     gone.wait()
-    with pytest.raises(EngineError, match=f"container process {gone.pid} is not running"):
+    # A process that is gone already: ProcessLookupError (ESRCH), which the engine takes
+    # as "it exited before its ports were published" (engine/network/sandbox.py publish).
+    with pytest.raises(ProcessLookupError, match=f"container process {gone.pid} is not running"):
         proxy.start(gone.pid, [("tcp", "127.0.0.1", free_port(), container.ip, ECHO_PORT)])
 
 

@@ -392,7 +392,10 @@ def describe(engine, container) -> Sandbox:
         return Sandbox(mode, new_netns=True, files=files)
     if mode.startswith("container:"):
         return Sandbox(mode, join=f"/proc/<pid of {mode.partition(':')[2]}>/ns/net", files=files)
-    return Sandbox(mode, join=netns_path(engine, container), files=files)
+    # The --link variables belong in this plan too: the launcher keeps a plan made before
+    # the start (launcher.with_network) and only gives it the namespace's descriptor.
+    return Sandbox(mode, join=netns_path(engine, container), files=files,
+                   env=tuple(link_env(engine, container)))
 
 
 def explain(engine, container) -> list[str]:

@@ -75,6 +75,7 @@ bench: setup
 	$(PY) benchmarks/scale.py --record docs/benchmarks.md
 	@# Builds: docker's classic builder is the peer when a docker daemon answers (not installed here).
 	$(PY) benchmarks/build.py --record docs/benchmarks.md
+	$(PY) benchmarks/network.py --record docs/benchmarks.md
 
 docs: venv
 	$(PY) -m sphinx -W --keep-going -b html docs docs/_build/html

@@ -128,20 +128,35 @@ def _routes() -> list[tuple[str, ipaddress.IPv4Network]]:
     return out
 
 
+_ROOT_DEFAULTS: dict[str, dict] = {}
+
+
+def _defaults_of(root) -> dict:
+    """root_defaults(), worked out once per process and root: the choice is
+    stable once made (the root's own bridge is left out of the check), and
+    reading the routing table at every lookup would cost a start milliseconds."""
+    key = os.path.abspath(str(root))
+    if key not in _ROOT_DEFAULTS:
+        _ROOT_DEFAULTS[key] = root_defaults(root)
+    return _ROOT_DEFAULTS[key]
+
+
 def load(layout) -> NetConfig:
     """The settings of ``layout``'s root; the defaults if it has no engine.json."""
     path = layout.root / CONFIG_FILE
-    defaults = root_defaults(layout.root)
     try:
         with open(path, "rb") as f:
             data = json.load(f)
     except FileNotFoundError:
+        defaults = _defaults_of(layout.root)
         return parse(defaults, str(path)) if defaults else NetConfig()
     except ValueError as e:
         raise UsageError(f"{path}: not valid JSON: {e}") from None
     if not isinstance(data, dict):
         raise UsageError(f"{path}: expected a JSON object")
-    return parse({**defaults, **data}, str(path))
+    if isinstance(data, dict) and "bridge" in data and "bip" in data:
+        return parse(data, str(path))  # both chosen by the user: nothing to work out
+    return parse({**_defaults_of(layout.root), **data}, str(path))
 
 
 def parse(data: dict, where: str = CONFIG_FILE) -> NetConfig:

@@ -80,6 +80,33 @@ def cli(root) -> CLI:
     return CLI(root)
 
 
+def _dockyard_bridges() -> set[str]:
+    """Bridge devices named as Dockyard names them (dockyard0, dyb<hash>, dy-<id>)."""
+    try:
+        names = os.listdir("/sys/class/net")
+    except OSError:
+        return set()
+    return {n for n in names if (n == "dockyard0" or n.startswith(("dyb", "dy-")))
+            and os.path.isdir(f"/sys/class/net/{n}/bridge")}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_bridges_left():
+    """A net under the per-test checks: bridges made during the session and
+    idle at its end (a scratch root whose test did not prune) are deleted,
+    so that the host is as it was; each is reported."""
+    before = _dockyard_bridges()
+    yield
+    new = sorted(_dockyard_bridges() - before)
+    idle = [b for b in new if not os.listdir(f"/sys/class/net/{b}/brif")]
+    if idle:
+        from engine.network import link
+        for name in idle:
+            link.delete_bridge(name)
+        import warnings
+        warnings.warn(f"bridges left by the session, deleted at its end: {idle}")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def no_cgroup_parents_left():
     """The ``dockyard`` cgroup directories go with the last container: if

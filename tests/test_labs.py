@@ -61,6 +61,10 @@ class Lab:
 
             for container in Engine(self.root).containers.list(all=True):
                 container.remove(force=True)
+        if (self.root / "networks").exists():
+            from engine import Engine
+
+            Engine(self.root).networks.prune()  # user networks, and the root's idle bridges
 
 
 def mounts_under(path: Path) -> list[str]:

@@ -112,6 +112,10 @@ def test_notebook_runs(path, tmp_path, monkeypatch, kernel_env):
         print(f"{path.name}: executed in {elapsed:.1f}s")
     finally:
         leftovers = remove_all_containers(root) if root.exists() else []
+        if (root / "networks").exists():
+            from engine import Engine
+
+            Engine(root).networks.prune()  # its user networks, and its bridges, from the host
         leaked_mounts = mounts_under(root)
     assert not leftovers, f"{path.name} left containers behind: {leftovers}"
     containers_dir = root / "containers"

@@ -87,7 +87,7 @@ static struct {
     pid_t pid;
     int out_fd, err_fd, pty_fd, stdin_fd, listen_fd;
     int clients[MAX_CLIENTS], nclients, remover_fd;
-    long long log_max_size;
+    long long log_max_size, oom_start;
     int log_max_file, restart_max, restart_count, auto_remove, release_network;
     const char *oom_files[MAX_LIST];
     const char *cgroups[MAX_LIST];
@@ -96,7 +96,8 @@ static struct {
     int ncgroup_parents;
     int noom;
 } opt = { .out_fd = -1, .err_fd = -1, .pty_fd = -1, .stdin_fd = -1, .listen_fd = -1,
-          .remover_fd = -1, .restart = "no", .log_max_file = 1, .image = "", .name = "" };
+          .remover_fd = -1, .restart = "no", .log_max_file = 1, .image = "", .name = "",
+          .oom_start = -1 };
 
 static void fatal(const char *fmt, ...)
 {
@@ -149,6 +150,7 @@ static void parse_args(int argc, char **argv)
         else if (!strcmp(flag, "--log")) opt.log_path = v;
         else if (!strcmp(flag, "--log-max-size")) opt.log_max_size = number(flag, v);
         else if (!strcmp(flag, "--log-max-file")) opt.log_max_file = (int)number(flag, v);
+        else if (!strcmp(flag, "--oom-start")) opt.oom_start = number(flag, v);
         else if (!strcmp(flag, "--oom-file")) {
             if (opt.noom == MAX_LIST) fatal("too many --oom-file");
             opt.oom_files[opt.noom++] = v;
@@ -814,7 +816,9 @@ int main(int argc, char **argv)
     if (sig_fd < 0) fatal("signalfd: %s", strerror(errno));
 
     log_open();
-    oom_at_start = oom_count();
+    /* The launcher read the counter before the spawn: a container killed by the
+     * OOM killer in its first milliseconds must still count (--oom-start). */
+    oom_at_start = opt.oom_start >= 0 ? opt.oom_start : oom_count();
 
     if (opt.pty_fd >= 0) {
         outputs[noutputs++] = (struct output){ .fd = opt.pty_fd, .stream = STREAM_STDOUT, .name = "stdout" };

@@ -480,6 +480,7 @@ def become_monitor(container, plan, stdio: Stdio, listen_fd: int, clients: list[
                     signal.SIGCHLD, signal.SIGWINCH, signal.SIGUSR1, signal.SIGUSR2):
             signal.signal(sig, signal.SIG_DFL)
         _crash_point("before-spawn")
+        oom_start = oom_kills(cgroup)  # before the spawn: an OOM in the first instant counts
         pid, started_at = spawn_and_record(container, plan, stdio, cgroup, restart_count)
         _crash_point("after-spawn")
         if report_w is not None:
@@ -491,6 +492,8 @@ def become_monitor(container, plan, stdio: Stdio, listen_fd: int, clients: list[
         os.chdir("/")
         _crash_point("before-exec")
         argv = program + monitor_args(container, pid, started_at, stdio, listen_fd, clients, cgroup)
+        if oom_start >= 0:
+            argv += ["--oom-start", str(oom_start)]
         keep = stdio.monitor_side + [fd for fd, _ in clients] + ([listen_fd] if listen_fd >= 0 else [])
         _exec(argv, keep)
         # Only reached if execve failed: the container must not run unwatched.
@@ -544,6 +547,24 @@ def spawn_and_record(container, plan, stdio: Stdio, cgroup, restart_count=None) 
         process.close()
     events.container_event(container, "start")
     return process.pid, started_at
+
+
+def oom_kills(cgroup) -> int:
+    """The cgroup's OOM-kill counter (memory.oom_control / memory.events oom_kill), -1 if none."""
+    if cgroup is None:
+        return -1
+    total, found = 0, False
+    for path in cgroup.oom_files():
+        try:
+            with open(path) as f:
+                for line in f:
+                    key, _, value = line.partition(" ")
+                    if key == "oom_kill":
+                        total += int(value)
+                        found = True
+        except (OSError, ValueError):
+            pass
+    return total if found else -1
 
 
 def monitor_args(container, pid: int, started_at: str, stdio: Stdio, listen_fd: int,

@@ -69,6 +69,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--log-max-size", type=int, default=0)
     p.add_argument("--log-max-file", type=int, default=1)
     p.add_argument("--oom-file", action="append", default=[])
+    p.add_argument("--oom-start", type=int, default=-1)
     p.add_argument("--cgroup", action="append", default=[])
     p.add_argument("--cgroup-parent", action="append", default=[])
     p.add_argument("--restart", default="no")
@@ -249,7 +250,8 @@ class Monitor:
         self.clients = [Client(fd) for fd in args.client + args.remover]
         self.remover = next((c for c in self.clients if c.fileno() in args.remover), None)
         self.status: int | None = None   # waitpid status once the container is reaped
-        self.oom_at_start = self.oom_count()
+        # Read by the launcher before the spawn (a very early OOM kill must count).
+        self.oom_at_start = args.oom_start if args.oom_start >= 0 else self.oom_count()
 
     # -- stdin --
     def stdin_add(self, data: bytes) -> None:

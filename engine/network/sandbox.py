@@ -631,11 +631,16 @@ def _stop_proxy(record: dict) -> None:
         proxy.stop(pid, timeout=2)
 
 
-def refresh_network(engine, record) -> None:
-    """Rewrite /etc/hosts of every running container on a user-defined network."""
+def refresh_network(engine, record, *, skip=(), seen=None) -> None:
+    """Rewrite /etc/hosts of every running container on a user-defined network
+    (but those in ``skip``, and those already in ``seen``, which it extends)."""
     if record["Name"] in BUILTIN:
         return
+    seen = set() if seen is None else seen
     for cid in record.get("Containers") or {}:
+        if cid in skip or cid in seen:
+            continue
+        seen.add(cid)
         try:
             peer = engine.containers.get(cid)
         except EngineError:
@@ -654,21 +659,10 @@ def _refresh_peers(engine, container, records=None) -> None:
                 records.append(store.get(settings.get("NetworkID") or name))
             except EngineError:
                 pass
-    seen = set()
+    seen: set = set()
     for record in records:
-        if record["Name"] in BUILTIN:
-            continue
-        record = store.get(record["Id"])  # fresh endpoints
-        for cid in record.get("Containers") or {}:
-            if cid == container.id or cid in seen:
-                continue
-            seen.add(cid)
-            try:
-                peer = engine.containers.get(cid)
-            except EngineError:
-                continue
-            if peer.attrs["State"]["Running"]:
-                write_files(engine, peer)
+        if record["Name"] not in BUILTIN:
+            refresh_network(engine, store.get(record["Id"]), skip={container.id}, seen=seen)
 
 
 # -- connect and disconnect a running (or stopped) container ------------------------------
